@@ -1,0 +1,90 @@
+"""The ``usfmae`` command line: one verb per stage, each implemented in ``usfmae.commands.<verb>``.
+
+Every command module exposes ``add_arguments(parser)`` and ``run(args) -> int | None``. Only the
+module of the verb being run is imported, so ``usfmae phantom`` does not pay for ONNX or timm.
+A :class:`usfmae.errors.UsfmaeError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from usfmae import __version__
+from usfmae.errors import UsfmaeError
+
+# verb -> (module under usfmae.commands, one-line help). Order is the pipeline order.
+VERBS: dict[str, tuple[str, str]] = {
+    "phantom": ("phantom", "generate synthetic B-mode ultrasound images with burned-in overlays and ground truth"),
+    "sources": ("sources", "list the OpenUS-46 pretraining sources and downstream sets, or check which are present"),
+    "ingest": ("ingest", "images, videos (3 fps), DICOM cine and volumes -> frames + Parquet manifest"),
+    "clean": ("clean", "remove burned-in annotations (text, calipers, colour marks) and resize to 224x224"),
+    "pack": ("pack", "pack cleaned frames into memory-mapped uint8 shards for fast pretraining"),
+    "audit": ("audit", "find exact and near-duplicate overlap between a pretraining corpus and evaluation sets"),
+    "pretrain": ("pretrain", "pretrain a masked autoencoder (resumable; torchrun for many GPUs)"),
+    "reconstruct": ("reconstruct", "write MAE reconstruction grids (input, masked, reconstruction) for images"),
+    "finetune": ("finetune", "fine-tune an encoder or baseline on a labelled dataset (k-fold, seeds)"),
+    "probe": ("probe", "linear probe and k-NN on frozen features, with label-fraction curves"),
+    "benchmark": ("benchmark", "run a grid of models x datasets x folds with resume (e.g. the paper's Table 2)"),
+    "report": ("report", "render results as Markdown/CSV tables and figures"),
+    "embed": ("embed", "write encoder features of images to Parquet / NumPy"),
+    "export": ("export", "export an encoder as timm-compatible safetensors + model card, and ONNX"),
+    "demo": ("demo", "the end-to-end demo on embedded phantom data (what `make demo` runs)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _load(verb: str):
+    module_name, _ = VERBS[verb]
+    return importlib.import_module(f"usfmae.commands.{module_name}")
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``verb``'s module is imported to build its sub-parser."""
+    parser = _Parser(prog="usfmae", description="Ultrasound self-supervised foundation models (USF-MAE).")
+    parser.add_argument("--version", action="version", version=f"usfmae {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for name, (_, help_text) in VERBS.items():
+        module = _load(name) if name == verb else None
+        description = (module.__doc__ or help_text).strip() if module else help_text
+        verb_parser = sub.add_parser(name, help=help_text, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        if module is not None:
+            module.add_arguments(verb_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    verb = verb if verb in VERBS else None
+    parser = build_parser(verb)
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="usfmae: %(message)s", stream=sys.stderr)
+    try:
+        code = _load(args.verb).run(args)
+    except UsfmaeError as exc:
+        print(f"usfmae {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"usfmae {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

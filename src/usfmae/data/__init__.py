@@ -1,0 +1,1 @@
+"""Data: phantom simulator, ingest, annotation cleaning, packed shards, datasets, transforms."""

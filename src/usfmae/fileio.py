@@ -1,0 +1,102 @@
+"""Small file helpers shared by every stage: atomic writes, JSON/JSONL, the rejects log.
+
+Outputs are written to a temporary file in the destination folder and renamed into place, so a
+stopped run never leaves a half-written file that a resumed run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
+
+    Use for writers that want a file name (``cv2.imwrite``, ``torch.save``, ``pq.write_table``).
+    The temporary name keeps the final suffix so format detection by extension still works.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file for writing; it replaces ``path`` only when the block succeeds."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON record as a line (flushed, so a crash loses at most the current line)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+        handle.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file; a torn last line (from a killed writer) is ignored."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+class RejectLog:
+    """The run's record of skipped inputs: one log line and one JSONL row per rejected file.
+
+    Every batch stage (ingest, clean, pack, embed, ...) skips bad files instead of crashing and
+    records them here, so the user can see what was left out and why.
+    """
+
+    def __init__(self, path: str | os.PathLike, logger: logging.Logger | None = None) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._log = logger or log
+
+    def reject(self, file: str | os.PathLike, reason: str, **extra: Any) -> None:
+        """Record that ``file`` was skipped because of ``reason`` (one short sentence)."""
+        self.count += 1
+        self._log.warning("skipped %s: %s", file, reason)
+        append_jsonl(self.path, {"file": str(file), "reason": reason, **extra})
+
+    def read(self) -> list[dict]:
+        return read_jsonl(self.path) if self.path.exists() else []

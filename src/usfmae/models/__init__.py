@@ -1,0 +1,1 @@
+"""Models: the MAE (one file), registry, classifier heads, baselines, checkpoint interop."""

@@ -1,0 +1,1 @@
+"""Training: engine, pretraining and fine-tuning runs, schedules, distributed set-up."""
