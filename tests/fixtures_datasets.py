@@ -167,10 +167,10 @@ def make_phantom_manifest(parent: Path, n: int = 8, size: int = 32) -> Fixture:
     root = parent / "phantom"
     ids = [f"ph{i:05d}" for i in range(n)]
     label_index = [i % 2 for i in range(n)]
-    for ident, c in zip(ids, label_index):
+    for ident, c in zip(ids, label_index, strict=False):
         write_image(root / "images" / f"{ident}.png", c, size, seed=int(ident[2:]))
     table = pa.table({"id": ids, "path": [f"images/{i}.png" for i in ids],
                       "label": [("benign", "malignant")[c] for c in label_index], "label_index": label_index,
                       "geometry": ["linear"] * n, "seed": [0] * n, "index": list(range(n))})
     pq.write_table(table, root / "manifest.parquet")
-    return Fixture(root, dict(zip(ids, label_index)), {i: i for i in ids}, {})
+    return Fixture(root, dict(zip(ids, label_index, strict=False)), {i: i for i in ids}, {})

@@ -97,7 +97,7 @@ class LabelledDataset:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.classes))
-        return {name: int(c) for name, c in zip(self.classes, counts)}
+        return {name: int(c) for name, c in zip(self.classes, counts, strict=False)}
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -350,12 +350,12 @@ def load_phantom(root: str | Path) -> LabelledDataset:
         table = pq.read_table(manifest, columns=["id", "path", "label", "label_index"]).to_pydict()
     except (pa.ArrowInvalid, KeyError, OSError) as exc:
         raise DataError(f"{manifest}: not a phantom manifest (needs id, path, label, label_index)") from exc
-    pairs = sorted(set(zip(table["label_index"], table["label"])))
+    pairs = sorted(set(zip(table["label_index"], table["label"], strict=False)))
     if len({name for _, name in pairs}) != len(pairs):
         raise DataError(f"{manifest}: label and label_index disagree")
     classes = [name for _, name in pairs]
     records = []
-    for ident, rel, label in zip(table["id"], table["path"], table["label"]):
+    for ident, rel, label in zip(table["id"], table["path"], table["label"], strict=False):
         image = manifest.parent / rel
         if not image.is_file():
             raise DataError(f"{image}: image listed in {manifest.name} not found")
