@@ -1,0 +1,360 @@
+"""Weights in and out: the released USF-MAE file, facebookresearch MAE, timm encoders, our own checkpoints.
+
+Formats read (detected from content, not from the name):
+
+* a plain state dict with MAE keys (the released ``USF-MAE_full_pretrain_43dataset_100epochs.pt``);
+* ``{"model": state_dict, ...}`` (facebookresearch MAE; ours add ``model_name``, ``model_cfg``,
+  ``data_config``) or ``{"state_dict": ...}``;
+* a timm ``VisionTransformer`` encoder state dict, ``.safetensors`` or ``.pt`` (the decoder then keeps
+  its initialisation; classifier ``head.*``/``fc_norm.*`` keys are ignored).
+
+Adaptation on load: 3-channel patch filters are summed into 1 channel (the response to a gray image
+replicated to RGB is unchanged) and 1 -> N repeats them divided by N; ``decoder_pred`` outputs are
+averaged (N -> 1) or repeated (1 -> N); positional tables are resampled bicubically on the patch grid
+when the image size differs, keeping the CLS row. Anything else that does not fit raises
+:class:`UsfmaeError` naming the missing/unexpected keys and the mismatched shapes.
+
+Only tensors and plain containers are unpickled (``torch.load(weights_only=True)``) unless the caller
+passes ``allow_pickle=True`` for a file it trusts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from usfmae.errors import UsfmaeError
+from usfmae.fileio import atomic_path, write_json
+from usfmae.models.mae import MAEConfig, MaskedAutoencoderViT, VisionTransformerEncoder, is_decoder_key
+from usfmae.models.registry import resolve_config, variant_config
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+_STRIP_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile wrappers
+_IGNORED_PREFIXES = ("head.", "fc_norm.")  # timm classifier parts an encoder does not have
+_TIMM_NAMES = {(192, 12): "vit_tiny_patch16_224", (384, 12): "vit_small_patch16_224",
+               (768, 12): "vit_base_patch16_224", (1024, 24): "vit_large_patch16_224"}
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_mae_weights` did: keys loaded, decoder keys left at init, keys ignored, adaptations."""
+
+    loaded: list[str]
+    kept_init: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_checkpoint(source: str | os.PathLike | dict, allow_pickle: bool = False) -> tuple[StateDict, dict[str, Any]]:
+    """Read weights and metadata from a file (``.safetensors`` or ``torch.save``) or a loaded object.
+
+    Returns:
+        (state_dict with wrapper prefixes stripped, metadata) where metadata may hold ``model_name``,
+        ``model_cfg`` and ``data_config`` (ours) and is empty for foreign files.
+    """
+    name = "checkpoint" if isinstance(source, dict) else str(source)
+    if isinstance(source, dict):
+        obj: Any = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UsfmaeError(f"{path}: checkpoint file not found")
+        obj = _load_safetensors(path) if _is_safetensors(path) else _torch_load(path, allow_pickle)
+    meta: dict[str, Any] = {}
+    if isinstance(obj, tuple):  # from _load_safetensors: (tensors, metadata)
+        obj, meta = obj
+    elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        meta = {k: obj[k] for k in ("model_name", "model_cfg", "data_config") if obj.get(k) is not None}
+        obj = obj["model"]
+    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
+        raise UsfmaeError(f"{name}: no model weights found (expected a state dict or a dict with 'model'); got: {keys}")
+    state = {}
+    for key, value in obj.items():
+        while key.startswith(_STRIP_PREFIXES):
+            key = key.split(".", 1)[1]
+        state[key] = value
+    return state, meta
+
+
+def _is_safetensors(path: Path) -> bool:
+    # safetensors files start with an 8-byte little-endian header length followed by '{'.
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{")
+
+
+def _load_safetensors(path: Path) -> tuple[StateDict, dict[str, Any]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            raw_meta = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise UsfmaeError(f"{path}: not a readable safetensors file ({exc})") from exc
+    meta = json.loads(raw_meta["usfmae"]) if "usfmae" in raw_meta else {}
+    return tensors, meta
+
+
+def _torch_load(path: Path, allow_pickle: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        raise UsfmaeError(f"{path}: holds Python objects beyond tensors and plain containers; "
+                          "pass allow_pickle=True only if you trust this file") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise UsfmaeError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from exc
+
+
+# ----------------------------------------------------------------------------------------------------
+# Adaptation
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Adapt patch-projection filters (O, I, k, k) to ``in_chans`` input channels.
+
+    N -> 1 sums the filters, so a gray image gives the response the N-channel model gives to that
+    image replicated N times. 1 -> N (and other counts) tiles the filters and scales by I / N, which
+    preserves the response to replicated gray input.
+    """
+    out_ch, in_ch = weight.shape[:2]
+    if in_ch == in_chans:
+        return weight
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=1, keepdim=True)
+    else:
+        w = w.repeat(1, math.ceil(in_chans / in_ch), 1, 1)[:, :in_chans] * (in_ch / in_chans)
+    return w.to(weight.dtype)
+
+
+def adapt_pred_channels(tensor: torch.Tensor, patch_area: int, in_chans: int) -> torch.Tensor:
+    """Adapt ``decoder_pred`` weight (p*p*I, D) or bias (p*p*I,) to ``in_chans`` output channels.
+
+    Outputs are laid out (p, p, C); N -> 1 averages the channel predictions of each pixel (they predict
+    the same gray value), 1 -> N repeats them.
+    """
+    in_ch = tensor.shape[0] // patch_area
+    if in_ch == in_chans:
+        return tensor
+    grouped = tensor.reshape(patch_area, in_ch, *tensor.shape[1:])
+    if in_chans == 1:
+        grouped = grouped.float().mean(dim=1, keepdim=True).to(tensor.dtype)
+    elif in_ch == 1:
+        grouped = grouped.repeat_interleave(in_chans, dim=1)
+    else:
+        raise UsfmaeError(f"cannot adapt decoder_pred from {in_ch} to {in_chans} channels")
+    return grouped.reshape(patch_area * in_chans, *tensor.shape[1:])
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, new_grid: int, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Resample a (1, P + g*g, D) positional table to a new_grid x new_grid patch grid, bicubically.
+
+    The ``num_prefix_tokens`` leading rows (CLS) are kept as they are.
+    """
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    old_grid = math.isqrt(grid.shape[1])
+    if old_grid * old_grid != grid.shape[1]:
+        raise UsfmaeError(f"positional table with {grid.shape[1]} patch rows is not a square grid")
+    if old_grid == new_grid:
+        return pos_embed
+    dim = grid.shape[-1]
+    image = grid.reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2).float()
+    image = F.interpolate(image, size=(new_grid, new_grid), mode="bicubic", align_corners=False, antialias=True)
+    grid = image.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, dim).to(pos_embed.dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+def _adapt(state: StateDict, model: nn.Module, cfg: MAEConfig) -> list[str]:
+    """Fit channels and positional grids of ``state`` to ``model`` in place; returns notes."""
+    target = model.state_dict()
+    notes = []
+    w = state.get("patch_embed.proj.weight")
+    if w is not None and w.ndim == 4 and w.shape[1] != cfg.in_chans:
+        state["patch_embed.proj.weight"] = adapt_input_conv(w, cfg.in_chans)
+        notes.append(f"patch_embed.proj.weight: {w.shape[1]} -> {cfg.in_chans} input channels")
+    area = cfg.patch_size**2
+    for key in ("decoder_pred.weight", "decoder_pred.bias"):
+        t = state.get(key)
+        if t is not None and key in target and t.shape[0] != target[key].shape[0] and t.shape[0] % area == 0:
+            state[key] = adapt_pred_channels(t, area, cfg.in_chans)
+            notes.append(f"{key}: {t.shape[0] // area} -> {cfg.in_chans} output channels")
+    for key in ("pos_embed", "decoder_pos_embed"):
+        t = state.get(key)
+        if t is not None and key in target and t.shape != target[key].shape and t.shape[-1] == target[key].shape[-1]:
+            state[key] = resample_pos_embed(t, cfg.grid_size)
+            notes.append(f"{key}: resampled {tuple(t.shape)} -> {tuple(state[key].shape)}")
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_mae_weights(model: VisionTransformerEncoder, source: str | os.PathLike | dict,
+                     encoder_only: bool = False, allow_pickle: bool = False) -> LoadResult:
+    """Load weights from any supported format into ``model`` (an MAE or an encoder), adapting as needed.
+
+    Args:
+        model: the target; its config decides channels and image size.
+        source: a file path or an already loaded checkpoint/state dict.
+        encoder_only: ignore decoder weights in the file (e.g. a decoder of another depth).
+        allow_pickle: allow arbitrary pickled objects (trusted files only).
+
+    Returns:
+        A :class:`LoadResult`. Decoder weights absent from the file keep their initialisation.
+
+    Raises:
+        UsfmaeError: missing encoder keys, unexpected keys or shape mismatches, all named in one line.
+    """
+    name = "checkpoint" if isinstance(source, dict) else str(source)
+    state, _ = read_checkpoint(source, allow_pickle)
+    ignored = sorted(k for k in state if k.startswith(_IGNORED_PREFIXES) or (encoder_only and is_decoder_key(k)))
+    state = {k: v for k, v in state.items() if k not in ignored}
+    adapted = _adapt(state, model, model.cfg)
+    target = model.state_dict()
+    has_decoder = any(is_decoder_key(k) for k in state)
+    missing = [k for k in target if k not in state and (has_decoder or not is_decoder_key(k))]
+    unexpected = sorted(set(state) - set(target))
+    mismatched = [f"{k} {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+                  for k in state if k in target and state[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        problems = [f"{label} {_first(items)}" for label, items in
+                    (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if items]
+        model_name = getattr(model, "model_name", None) or type(model).__name__
+        raise UsfmaeError(f"{name}: weights do not fit {model_name}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=False)
+    kept = [k for k in target if k not in state]
+    for note in adapted:
+        log.info("%s: %s", name, note)
+    return LoadResult(loaded=sorted(state), kept_init=kept, ignored=ignored, adapted=adapted)
+
+
+def _first(items: list[str], n: int = 6) -> str:
+    shown = ", ".join(items[:n])
+    return f"[{shown}{f', ... (+{len(items) - n} more)' if len(items) > n else ''}]"
+
+
+def infer_config(state: StateDict, **overrides: Any) -> MAEConfig:
+    """Guess the architecture of a foreign state dict from its tensor shapes.
+
+    Head counts cannot be read from shapes: the encoder assumes 64-wide heads (ViT convention) and
+    the decoder 32-wide heads (facebookresearch MAE: 512 wide, 16 heads); override them if needed.
+    Without decoder weights the decoder takes the :class:`MAEConfig` defaults.
+    """
+    try:
+        proj, pos = state["patch_embed.proj.weight"], state["pos_embed"]
+    except KeyError as exc:
+        raise UsfmaeError(f"not a ViT/MAE state dict: no {exc.args[0]} key") from exc
+    embed_dim, in_chans, patch = proj.shape[0], proj.shape[1], proj.shape[-1]
+    grid = math.isqrt(pos.shape[1] - 1)
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
+    values: dict[str, Any] = dict(img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=embed_dim,
+                                  depth=max(blocks) + 1 if blocks else 0, num_heads=max(1, embed_dim // 64),
+                                  mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim if blocks else 4.0)
+    if "decoder_embed.weight" in state:
+        dec_dim = state["decoder_embed.weight"].shape[0]
+        dec_blocks = {int(m.group(1)) for k in state if (m := re.match(r"decoder_blocks\.(\d+)\.", k))}
+        values.update(decoder_embed_dim=dec_dim, decoder_depth=max(dec_blocks) + 1 if dec_blocks else 0,
+                      decoder_num_heads=max(1, dec_dim // 32))
+    return resolve_config(values, **overrides)
+
+
+def build_from_checkpoint(source: str | os.PathLike | dict, model_name: str | None = None, encoder_only: bool = False,
+                          allow_pickle: bool = False, **overrides: Any) -> MaskedAutoencoderViT:
+    """Recreate an MAE from a checkpoint and load its weights.
+
+    The architecture comes from the checkpoint's stored ``model_cfg`` (ours, or an exported encoder),
+    else from ``model_name``, else it is inferred from tensor shapes (released USF-MAE, MAE, timm).
+    ``overrides`` change config fields, e.g. ``in_chans=1`` to adapt the released 3-channel weights or
+    ``img_size=128`` to resample the positional tables.
+    """
+    state, meta = read_checkpoint(source, allow_pickle)
+    if meta.get("model_cfg"):
+        cfg, name = resolve_config(meta["model_cfg"], **overrides), meta.get("model_name")
+    elif model_name is not None:
+        cfg, name = variant_config(model_name, **overrides), model_name
+    else:
+        cfg, name = infer_config(state, **overrides), None
+    model = MaskedAutoencoderViT(cfg)
+    model.model_name = name
+    load_mae_weights(model, state, encoder_only=encoder_only)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing
+
+
+def checkpoint_metadata(model: VisionTransformerEncoder) -> dict[str, Any]:
+    """``{"model_name", "model_cfg", "data_config"}``: put these beside ``"model"`` in every checkpoint."""
+    return {"model_name": getattr(model, "model_name", None), "model_cfg": model.cfg.to_dict(),
+            "data_config": model.data_config}
+
+
+def save_model(model: VisionTransformerEncoder, path: str | os.PathLike, **extra: Any) -> Path:
+    """Write ``{"model": state_dict, "model_name", "model_cfg", "data_config", **extra}`` atomically."""
+    payload = {"model": model.state_dict(), **checkpoint_metadata(model), **extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def timm_config(model: VisionTransformerEncoder) -> dict[str, Any]:
+    """A timm/Hugging Face style ``config.json`` for the encoder (architecture, model_args, pretrained_cfg)."""
+    cfg = model.cfg
+    model_args = dict(img_size=cfg.img_size, patch_size=cfg.patch_size, in_chans=cfg.in_chans, embed_dim=cfg.embed_dim,
+                      depth=cfg.depth, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, global_pool="token")
+    return {
+        "architecture": _TIMM_NAMES.get((cfg.embed_dim, cfg.depth), "vit_base_patch16_224"),
+        "num_classes": 0,
+        "num_features": cfg.embed_dim,
+        "model_args": model_args,
+        "pretrained_cfg": {"input_size": [cfg.in_chans, cfg.img_size, cfg.img_size], "mean": list(cfg.mean),
+                           "std": list(cfg.std), "interpolation": "bicubic", "crop_pct": 1.0, "num_classes": 0,
+                           "first_conv": "patch_embed.proj", "classifier": "head"},
+    }
+
+
+def export_encoder(model: VisionTransformerEncoder, path: str | os.PathLike,
+                   metadata: dict[str, Any] | None = None) -> Path:
+    """Write the encoder as timm-compatible safetensors plus a JSON sidecar (``path`` with ``.json``).
+
+    The file holds only encoder keys (no decoder, no mask token) and loads into
+    ``timm.create_model(cfg["architecture"], num_classes=0, **cfg["model_args"])``. Our metadata
+    (model name, config, data contract, ``metadata``) is stored both in the safetensors header and in
+    the sidecar, whose ``pretrained_cfg`` gives timm the input size, mean and std.
+
+    Returns:
+        The path of the sidecar JSON.
+    """
+    from safetensors.torch import save_file
+
+    model = getattr(model, "encoder", model)  # an EncoderClassifier exports its encoder
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not is_decoder_key(k)}
+    info = {**checkpoint_metadata(model), **(metadata or {})}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "usfmae": json.dumps(info, default=str)})
+    sidecar = Path(path).with_suffix(".json")
+    write_json(sidecar, {**timm_config(model), "usfmae": info})
+    return sidecar
