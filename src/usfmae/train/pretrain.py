@@ -1,0 +1,380 @@
+"""MAE pretraining run: build everything from a :class:`PretrainConfig`, train, checkpoint, resume.
+
+``run(cfg)`` writes to ``cfg.out``: ``config.yaml`` (resolved settings), ``log.jsonl`` (loss, lr,
+images/s), ``checkpoints/last.pt`` every ``ckpt_every`` steps and ``checkpoints/final.pt`` at the
+end, ``recon_<step>.png`` reconstruction grids at every checkpoint, ``loss_curve.png`` at the end.
+
+Determinism: the data order is a function of (seed, epoch), each image's augmentation a function
+of (seed, epoch, position) and the masking noise a function of (seed, step); a resumed run skips
+the batches already consumed, so stopping after k steps and resuming gives the same losses and
+weights as an uninterrupted run. ``torchrun`` runs are detected from the environment.
+
+Data pipelines are pluggable (``recipe``): ``paper`` decodes and augments per image in DataLoader
+workers (the reference's way); ``fast`` comes from ``usfmae.data.gpu_augment.build_fast_pipeline``
+(uint8 batches, augmentation on the accelerator). Both return a :class:`DataPipeline`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from usfmae.config import check, opt, save_config, to_dict
+from usfmae.data import transforms as T
+from usfmae.data.datasets import build_pretrain_dataset
+from usfmae.errors import ConfigError
+from usfmae.fileio import RejectLog, append_jsonl, atomic_open, atomic_path, read_jsonl
+from usfmae.models.registry import create_model, list_models
+from usfmae.train import engine
+from usfmae.train.distributed import DistInfo, StepBatchSampler, cleanup, init_from_env, local_rows, mix_seed
+from usfmae.train.schedule import effective_lr, lr_at, param_groups, warmup_steps_for
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "usfmae-pretrain/1"
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of one pretraining run (each field is a ``usfmae pretrain`` flag)."""
+
+    data: str = opt("phantom:512", "image folder, .parquet manifest, shard folder, or phantom:N[:SEED]")
+    out: str = opt("runs/pretrain", "output folder (config, log, checkpoints, figures)")
+    model: str = opt("mae_vit_micro_patch8_64", "registered model name", choices=list_models)
+    in_chans: int | None = opt(None, "input channels: 1 grayscale, 3 RGB (default: the model's)")
+    mask_ratio: float | None = opt(None, "fraction of patches masked (default: the model's; paper 0.25)")
+    norm_pix_loss: bool | None = opt(None, "regress per-patch normalised pixels (default: the model's)")
+    epochs: int = opt(10, "passes over the data (ignored when --steps is given)")
+    steps: int | None = opt(None, "total optimiser steps (overrides --epochs)")
+    batch_size: int = opt(64, "GLOBAL batch: images per optimiser step over all processes and accumulation")
+    accum_steps: int = opt(1, "gradient accumulation: micro-batches per optimiser step")
+    blr: float = opt(1e-3, "base learning rate per 256 images: lr = blr * batch_size / 256")
+    lr: float | None = opt(None, "absolute learning rate (overrides --blr)")
+    min_lr: float = opt(0.0, "learning rate at the end of the cosine")
+    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases, norms, tokens, positions)")
+    warmup_fraction: float = opt(0.1, "share of steps with linear warmup")
+    clip_grad: float = opt(1.0, "max gradient norm (0 disables clipping)")
+    augment: bool = opt(True, "the paper's augmentations (rotation, flips, random resized crop)")
+    rotation: tuple[float, ...] = opt((0.0, 90.0), "rotation range in degrees")
+    crop_scale: tuple[float, ...] = opt((0.5, 2.0), "random resized crop area range; > 1 zooms out with padding")
+    flip_p: float = opt(0.5, "probability of each of the horizontal and vertical flips")
+    gamma: tuple[float, ...] = opt((1.0, 1.0), "intensity gamma range (ultrasound display curves)")
+    gain: tuple[float, ...] = opt((1.0, 1.0), "intensity gain range")
+    seed: int = opt(0, "seed for init, data order, augmentation and masks")
+    ckpt_every: int = opt(500, "write checkpoints/last.pt and a reconstruction grid every N steps")
+    log_every: int = opt(20, "read the loss back and log it every N steps")
+    stop_after: int | None = opt(None, "stop this invocation after N total steps (continue with --resume)")
+    recon_images: int = opt(8, "images in each reconstruction grid")
+    init_from: str | None = opt(None, "start from MAE weights (released USF-MAE .pt, facebookresearch MAE, ours)")
+    num_workers: int = opt(2, "DataLoader worker processes (paper recipe)")
+    amp: bool = opt(True, "bf16 autocast on CUDA")
+    compile: bool = opt(False, "torch.compile the model")
+    recipe: Literal["paper", "fast"] = opt("paper", "data pipeline: paper (per-image CPU) or fast (shards + GPU)")
+    device: str | None = opt(None, "cpu or cuda (default: cuda when available)")
+    progress: bool = opt(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "accum_steps", "ckpt_every", "log_every"):
+            check(getattr(self, name) > 0, f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        check(self.steps is None or self.steps > 0, f"steps must be positive, got {self.steps}")
+        check(self.batch_size % self.accum_steps == 0,
+              f"batch-size {self.batch_size} must be divisible by accum-steps {self.accum_steps}")
+        check(self.blr > 0 and (self.lr is None or self.lr > 0), "learning rates must be positive")
+        check(0.0 <= self.warmup_fraction <= 1.0, f"warmup-fraction must be in [0, 1], got {self.warmup_fraction}")
+        check(self.mask_ratio is None or 0.0 <= self.mask_ratio < 1.0, f"mask-ratio must be in [0, 1), got {self.mask_ratio}")
+        check(self.in_chans in (None, 1, 3), f"in-chans must be 1 or 3, got {self.in_chans}")
+        check(len(self.rotation) == 2 and len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1],
+              "rotation and crop-scale take two values: low high")
+        check(0.0 <= self.flip_p <= 1.0, f"flip-p must be in [0, 1], got {self.flip_p}")
+        check(self.recon_images >= 0 and self.num_workers >= 0, "recon-images and num-workers must be >= 0")
+
+    def augment_config(self) -> T.AugmentConfig:
+        if not self.augment:
+            return T.IDENTITY
+        return T.AugmentConfig(rotation=tuple(self.rotation), hflip=self.flip_p, vflip=self.flip_p,
+                               scale=tuple(self.crop_scale), gamma=tuple(self.gamma), gain=tuple(self.gain))
+
+
+@dataclass
+class DataPipeline:
+    """What the training loop needs from a data recipe.
+
+    Attributes:
+        steps_per_epoch: optimiser steps in one epoch (incomplete global batches are dropped).
+        batches: (epoch, start_step) -> this rank's micro-batches (b, C, H, W) from that step on,
+            laid out as :func:`usfmae.train.distributed.local_rows`.
+        transform: (x on device, step, micro) -> normalised float batch for the model.
+    """
+
+    steps_per_epoch: int
+    batches: Callable[[int, int], Iterable[torch.Tensor]]
+    transform: engine.BatchTransform
+
+
+class _AugmentedView(Dataset):
+    """Item ``(index, sample_seed)`` -> normalised float image augmented with that seed."""
+
+    def __init__(self, base: Dataset, aug: T.AugmentConfig, mean: tuple, std: tuple) -> None:
+        self.base, self.aug, self.mean, self.std = base, aug, mean, std
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, item: tuple[int, int]) -> torch.Tensor:
+        index, seed = item
+        generator = torch.Generator().manual_seed(seed)
+        return T.augment_image(self.base[index], generator, self.aug, self.mean, self.std)
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    # Workers are the parallelism; threads inside each would only fight over the same cores.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def paper_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dist: DistInfo) -> DataPipeline:
+    """The reference's recipe: per-image decode + augmentation on the CPU in DataLoader workers."""
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, dist, cfg.accum_steps)
+    view = _AugmentedView(dataset, cfg.augment_config(), tuple(data_config["mean"]), tuple(data_config["std"]))
+
+    def batches(epoch: int, start_step: int) -> Iterable[torch.Tensor]:
+        sampler.set_epoch(epoch, start_step)
+        return DataLoader(view, batch_sampler=sampler, num_workers=cfg.num_workers, worker_init_fn=_worker_init,
+                          pin_memory=dist.device.type == "cuda")
+
+    return DataPipeline(sampler.steps_per_epoch, batches, lambda x, step, micro: x.float())
+
+
+def build_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dist: DistInfo) -> DataPipeline:
+    """The data recipe named by ``cfg.recipe``."""
+    if cfg.recipe == "fast":
+        # Hook for the speed stage: shards + uint8 batches + augmentation on the accelerator.
+        from usfmae.data.gpu_augment import build_fast_pipeline
+
+        return build_fast_pipeline(cfg, dataset, data_config, dist)
+    return paper_pipeline(cfg, dataset, data_config, dist)
+
+
+def mask_generator_fn(cfg: PretrainConfig, dist: DistInfo, num_patches: int) -> engine.MaskGenerator:
+    """(step, micro) -> generator whose next (b, L) draw is this rank's rows of the step's noise.
+
+    On the CPU the global batch's noise is one stream seeded by (seed, step); a rank skips the rows
+    of the blocks before its own, so any world size or accumulation draws the same masks. CUDA
+    generators cannot skip cheaply, so there the rank and micro-step are mixed into the seed.
+    """
+    def make(step: int, micro: int) -> torch.Generator:
+        g = torch.Generator(device=dist.device)
+        if dist.device.type == "cpu":
+            g.manual_seed(mix_seed(cfg.seed, step, 0x3A5C))
+            skip = local_rows(cfg.batch_size, dist.world_size, cfg.accum_steps, dist.rank, micro).start
+            if skip:
+                torch.rand(skip * num_patches, generator=g)
+        else:
+            g.manual_seed(mix_seed(cfg.seed, step, micro, dist.rank, 0x3A5C))
+        return g
+
+    return make
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fixed_images(dataset: Dataset, n: int, data_config: dict) -> torch.Tensor:
+    """The first ``n`` images, normalised, unaugmented: (n, C, H, W) float for reconstruction grids."""
+    n = min(n, len(dataset))
+    if n == 0:
+        return torch.empty(0)
+    return torch.stack([T.normalize(dataset[i], data_config["mean"], data_config["std"]) for i in range(n)])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`run` (on the CPU)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path}: not a usfmae pretraining checkpoint")
+    return state
+
+
+def _model_overrides(cfg: PretrainConfig) -> dict[str, Any]:
+    pairs = {"in_chans": cfg.in_chans, "mask_ratio": cfg.mask_ratio, "norm_pix_loss": cfg.norm_pix_loss}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records written after the checkpoint we resume from (they will be redone)."""
+    if path.exists():
+        keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+        with atomic_open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in keep)
+
+
+def run(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Pretrain as ``cfg`` says, or continue the run in ``cfg.out`` when ``resume`` is set.
+
+    Returns:
+        {"step", "total_steps", "loss" (last logged), "images_per_s", "checkpoint", "out"}.
+
+    Raises:
+        ConfigError: bad settings, or ``cfg.out`` holds a run and ``resume`` is False.
+        NonFiniteLossError: the loss diverged; the message names the last good checkpoint.
+    """
+    dist = init_from_env(cfg.device)
+    try:
+        return _run(cfg, resume, dist)
+    finally:
+        cleanup()
+
+
+def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
+    out = Path(cfg.out)
+    ckpt_dir, log_path = out / "checkpoints", out / "log.jsonl"
+    last_path = ckpt_dir / "last.pt"
+    state = None
+    if last_path.exists():
+        if not resume:
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        state = load_checkpoint(last_path)
+    elif resume:
+        log.info("no checkpoint in %s yet: starting from step 0", ckpt_dir)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+
+    model = create_model(cfg.model, **_model_overrides(cfg))
+    if cfg.init_from and state is None:
+        from usfmae.models.checkpoint import load_mae_weights
+
+        load_mae_weights(model, cfg.init_from)
+    data_config = dict(model.data_config)
+    rejects = RejectLog(out / "rejects.jsonl") if dist.is_main else None
+    dataset = build_pretrain_dataset(cfg.data, data_config["img_size"], data_config["in_chans"], rejects)
+    if len(dataset) < cfg.batch_size:
+        raise ConfigError(f"{cfg.data} has {len(dataset)} images, fewer than one global batch ({cfg.batch_size})")
+    pipeline = build_pipeline(cfg, dataset, data_config, dist)
+    total = cfg.steps or cfg.epochs * pipeline.steps_per_epoch
+    end = min(total, cfg.stop_after or total)
+    base_lr = cfg.lr or effective_lr(cfg.blr, cfg.batch_size)
+    warmup = warmup_steps_for(total, cfg.warmup_fraction)
+
+    device = dist.device
+    model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=base_lr, betas=(0.9, 0.95),
+                                  fused=device.type == "cuda")
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        step = int(state["step"])
+    train_model: torch.nn.Module = model
+    if dist.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    fixed = _fixed_images(dataset, cfg.recon_images, data_config)
+    masks = mask_generator_fn(cfg, dist, model.cfg.num_patches)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        _truncate_log(log_path, step)
+        log.info("%s on %s: %d images, %d steps (%d per epoch), global batch %d, lr %.3g, world size %d",
+                 cfg.model, device, len(dataset), total, pipeline.steps_per_epoch, cfg.batch_size, base_lr,
+                 dist.world_size)
+
+    from tqdm.auto import tqdm  # the bar belongs to rank 0 only
+
+    bar = tqdm(total=end, initial=step, disable=not (dist.is_main and cfg.progress), unit="step", dynamic_ncols=True)
+    meter = engine.LossMeter(device)
+    clock = {"t": time.perf_counter(), "step": step, "loss": None, "start": time.perf_counter(), "start_step": step}
+
+    def save(done: int) -> None:
+        """Checkpoint + reconstruction grid after ``done`` steps (rank 0); the loss was checked finite."""
+        if not dist.is_main:
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT, "step": done, "epoch": done // pipeline.steps_per_epoch,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": {"step": done, "total_steps": total, "warmup_steps": warmup, "base_lr": base_lr,
+                          "min_lr": cfg.min_lr},
+            "scaler": None,  # bf16 autocast needs no loss scaling
+            "rng": _rng_state(),
+            "data_order": {"seed": cfg.seed, "epoch": done // pipeline.steps_per_epoch,
+                           "step_in_epoch": done % pipeline.steps_per_epoch},
+            "config": to_dict(cfg), "model_name": cfg.model, "model_config": model.cfg.to_dict(),
+            "data_config": data_config,
+        }
+        with atomic_path(last_path) as tmp:
+            torch.save(payload, tmp)
+        if len(fixed):
+            from usfmae.viz import reconstruction_grid
+
+            reconstruction_grid(model, fixed, data_config, out / f"recon_{done:07d}.png", seed=cfg.seed)
+
+    def on_step(s: int) -> None:
+        done = s + 1
+        bar.update(1)
+        at_ckpt = done % cfg.ckpt_every == 0 or done == end
+        if done % cfg.log_every and not at_ckpt:
+            return
+        loss = meter.sync()  # raises NonFiniteLossError before anything is saved
+        now = time.perf_counter()
+        ips = (done - clock["step"]) * cfg.batch_size / max(now - clock["t"], 1e-9)
+        clock.update(t=now, step=done, loss=loss)
+        if dist.is_main:
+            record = {"step": done, "epoch": s // pipeline.steps_per_epoch, "loss": loss,
+                      "lr": lr_at(s, total, base_lr, warmup, cfg.min_lr), "images_per_s": round(ips, 2)}
+            append_jsonl(log_path, record)
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.0f}")
+        if at_ckpt:
+            save(done)
+
+    try:
+        while step < end:
+            epoch, in_epoch = divmod(step, pipeline.steps_per_epoch)
+            todo = min(end - step, pipeline.steps_per_epoch - in_epoch)
+            batches = itertools.islice(pipeline.batches(epoch, in_epoch), todo * cfg.accum_steps)
+            result = engine.train_one_epoch(
+                train_model, batches, optimizer, device=device, first_step=step, accum_steps=cfg.accum_steps,
+                lr_fn=lambda i: lr_at(i, total, base_lr, warmup, cfg.min_lr), batch_transform=pipeline.transform,
+                meter=meter, mask_generator=masks, clip_grad=cfg.clip_grad or None, amp=cfg.amp, on_step=on_step)
+            step += result["steps"]
+    except engine.NonFiniteLossError as exc:
+        where = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was written"
+        raise engine.NonFiniteLossError(f"{exc}; stopped, {where}") from exc
+    finally:
+        bar.close()
+    if dist.is_main:
+        if step == total:
+            with atomic_path(ckpt_dir / "final.pt") as tmp:
+                tmp.write_bytes(last_path.read_bytes())
+        from usfmae.viz import loss_curve
+
+        loss_curve(read_jsonl(log_path), out / "loss_curve.png")
+    elapsed = time.perf_counter() - clock["start"]
+    return {"step": step, "total_steps": total, "loss": clock["loss"], "checkpoint": str(last_path),
+            "images_per_s": (step - clock["start_step"]) * cfg.batch_size / max(elapsed, 1e-9), "out": str(out)}
