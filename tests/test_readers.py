@@ -23,15 +23,17 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from usfmae.data.readers import ReadError, TimeSampler, detect_kind, read_frames, to_uint8
 
 
-def write_video(path: Path, n_frames: int = 90, fps: int = 30, size: int = 32) -> Path:
-    """An H.264 MP4 at ``fps`` whose frame i is uniformly gray with brightness 2*i."""
+def write_video(path: Path, n_frames: int = 90, fps: int = 30, size: int = 32, textured: bool = False) -> Path:
+    """An H.264 MP4 at ``fps`` whose frame i has brightness 2*i (uniform, or over a fixed texture)."""
+    texture = np.random.default_rng(1).integers(0, 60, (size, size, 1)) if textured else 0
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.options = {"qp": "0"}  # lossless, so brightness identifies the frame exactly
         for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 2 * i, np.uint8), format="rgb24")
+            pixels = np.clip(np.full((size, size, 3), 2 * i) + texture, 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
