@@ -17,6 +17,8 @@ from fixtures_datasets import (
 
 from usfmae.data.labelled import (
     LabelledRecord,
+    gist_group,
+    holdout_split,
     label_fraction_subset,
     load_busbra,
     load_dataset,
@@ -176,3 +178,25 @@ def test_csv_missing_image_and_bad_spec(tmp_path: Path) -> None:
         load_dataset("imagenet:/x")
     with pytest.raises(DataError, match="not found"):
         load_dataset(f"busbra:{tmp_path / 'nowhere'}")
+
+
+def test_holdout_split_grouped_inside_a_fold(tmp_path: Path) -> None:
+    make_busbra(tmp_path)
+    ds = load_busbra(tmp_path)
+    fold = official_folds(ds)[0]
+    train, val = holdout_split(ds, fold.train, fraction=0.25, seed=0)
+    assert sorted(train + val) == list(fold.train)
+    assert not {ds.records[i].group for i in train} & {ds.records[i].group for i in val}
+    assert 1 <= len(val) < len(train)
+    assert holdout_split(ds, fold.train, fraction=0.25, seed=0) == (train, val)
+
+
+@pytest.mark.parametrize(("image", "group"), [
+    ({"file_name": "012_3.jpg"}, "012"),
+    ({"file_name": "GIST_012_1.jpg"}, "GIST_012"),
+    ({"file_name": "GIST_012.jpg"}, "GIST_012"),  # prefix without digits: not a case id
+    ({"file_name": "0007.jpg"}, "0007"),
+    ({"file_name": "a_1.jpg", "case_id": 9}, "case9"),
+])
+def test_gist_group_from_names(image: dict, group: str) -> None:
+    assert gist_group(image) == group

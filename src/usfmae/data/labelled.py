@@ -231,14 +231,19 @@ def _read_coco(path: Path) -> dict:
     return data
 
 
-def _gist_group(image: dict) -> str:
-    """Case id: an explicit id field when present, else the file stem minus a trailing view number."""
-    for key in ("case_id", "patient_id", "anatomy_id"):
+def gist_group(image: dict) -> str:
+    """Case id of a GIST514 COCO image entry (the naming is inferred, not documented).
+
+    An explicit ``case_id``/``patient_id`` field wins; otherwise a trailing view number is
+    stripped from the file stem (``"012_3"`` -> ``"012"``) only when what remains still holds a
+    digit, so ``"GIST_012"`` stays its own case rather than merging every GIST image into one.
+    """
+    for key in ("case_id", "patient_id"):
         if image.get(key) not in (None, ""):
             return f"case{image[key]}"
     stem = Path(str(image["file_name"])).stem
-    # "<case>_<n>" / "<case>-<n>" -> "<case>" (inferred naming; a bare stem stays its own group)
-    return re.sub(r"[_\-](\d+)$", "", stem) or stem
+    prefix = re.sub(r"[_\-]\d+$", "", stem)
+    return prefix if prefix != stem and re.search(r"\d", prefix) else stem
 
 
 def load_gist514(root: str | Path) -> LabelledDataset:
@@ -263,7 +268,7 @@ def load_gist514(root: str | Path) -> LabelledDataset:
             continue
         path = _find_image(lookup, base / "images", str(image["file_name"]), all_path)
         by_name[str(image["file_name"])] = len(records)
-        records.append(LabelledRecord(path, category[image["id"]] - 1, _gist_group(image)))
+        records.append(LabelledRecord(path, category[image["id"]] - 1, gist_group(image)))
     if unlabelled:
         log.warning("%s: %d image(s) without a lesion annotation left out", all_path, unlabelled)
     folds = []
@@ -279,9 +284,10 @@ def load_gist514(root: str | Path) -> LabelledDataset:
                 raise DataError(f"{path}: image {unknown[0]!r} is not in all_anno_crop.json")
             parts.append(tuple(sorted(by_name[n] for n in names)))
         folds.append(Fold(k, parts[0], parts[1]))
+    n_groups = len({r.group for r in records})
     return LabelledDataset("gist514", list(GIST514_CLASSES), records,
                            f"GIST514-DB ROI crops: {len(folds)} Query2 split file pair(s); positive class GIST; "
-                           "case groups inferred from file names.", folds)
+                           f"{n_groups} case groups inferred from file names.", folds)
 
 
 def load_folder(root: str | Path) -> LabelledDataset:
@@ -387,6 +393,28 @@ def split_folds(ds: LabelledDataset, k: int, seed: int = 0) -> list[Fold]:
     x = np.zeros((len(ds), 1))
     return [Fold(i, tuple(sorted(tr.tolist())), tuple(sorted(va.tolist())))
             for i, (tr, va) in enumerate(splitter.split(x, ds.labels, ds.groups))]
+
+
+def holdout_split(ds: LabelledDataset, indices: Sequence[int], fraction: float = 0.1,
+                  seed: int = 0) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Split ``indices`` (e.g. ``fold.train``) into (train, val) for early stopping.
+
+    Grouped and stratified like :func:`split_folds`: the validation part is one of
+    ``round(1 / fraction)`` StratifiedGroupKFold folds, so it holds about ``fraction`` of the images.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if not 0.0 < fraction <= 0.5:
+        raise DataError(f"validation fraction {fraction} must be in (0, 0.5]")
+    idx = np.asarray(indices, dtype=np.int64)
+    groups = ds.groups[idx]
+    n_groups = len(set(groups.tolist()))
+    if n_groups < 2:
+        raise DataError(f"{ds.name}: cannot hold out a validation set from {n_groups} patient group(s)")
+    splitter = StratifiedGroupKFold(n_splits=min(n_groups, max(2, round(1 / fraction))), shuffle=True,
+                                    random_state=seed)
+    train, val = next(splitter.split(np.zeros((len(idx), 1)), ds.labels[idx], groups))
+    return tuple(sorted(idx[train].tolist())), tuple(sorted(idx[val].tolist()))
 
 
 def official_folds(ds: LabelledDataset) -> list[Fold]:
