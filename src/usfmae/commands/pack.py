@@ -143,7 +143,7 @@ def _decoded(items: list[CorpusItem], cfg: PackConfig) -> Iterator[tuple[CorpusI
     with ThreadPoolExecutor(cfg.workers) as pool:
         for start in range(0, len(items), chunk):
             part = items[start:start + chunk]
-            yield from zip(part, pool.map(work, part))
+            yield from zip(part, pool.map(work, part), strict=True)
 
 
 def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConfig,

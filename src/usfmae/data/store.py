@@ -305,7 +305,7 @@ class ShardReader:
         target = out if order is None else np.empty_like(out)
         shard_ids = np.searchsorted(self._starts, idx, side="right") - 1
         bounds = np.flatnonzero(np.diff(shard_ids)) + 1
-        for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(idx)]])):
+        for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(idx)]]), strict=True):
             shard = int(shard_ids[lo])
             local = idx[lo:hi] - self._starts[shard]
             # mode="clip" avoids the temporary buffer numpy uses for mode="raise" (bounds checked above)
