@@ -92,6 +92,14 @@ def test_label_fraction_table_and_paper_rows(results_dir: Path) -> None:
         render_table(results, label_fraction=0.5)
 
 
+def test_row_order_and_duplicate_runs(results_dir: Path) -> None:
+    results = load_results(results_dir)
+    markdown, _ = render_table(results, models=["usf-mae"])
+    assert [line.split(" | ")[0] for line in markdown.splitlines()[2:4]] == ["| usf-mae", "| resnet50"]
+    with pytest.raises(DataError, match="resnet50 on busbra: fold 0 seed 0 has more than one result file"):
+        render_table(results + [r for r in results if r["protocol"]["label_fraction"] == 1.0][:1])
+
+
 def test_weighted_average_missing_keys_show_dash(results_dir: Path) -> None:
     markdown, _ = render_table(load_results(results_dir), average="weighted")
     assert "| resnet50 | – | – | – | – | – | – |" in markdown

@@ -58,6 +58,7 @@ class ReportConfig:
     label_fraction: float | None = opt(None, "label fraction for the main table; None means the largest present")
     n_boot: int = opt(1000, "bootstrap resamples for --ci")
     seed: int = opt(0, "bootstrap seed")
+    models: list[str] = opt([], "row order: these models first, the others after")
 
     def __post_init__(self) -> None:
         check(self.average in AVERAGES, f"average must be one of {', '.join(AVERAGES)}")
@@ -191,10 +192,24 @@ def _format(stat: dict | None) -> str:
     return text
 
 
+def _check_cell(cell: Sequence[dict], model: str, dataset: str) -> None:
+    """Refuse duplicate runs; warn when one cell mixes protocols (they would be averaged together)."""
+    runs = [(r["fold"], r["seed"]) for r in cell]
+    if len(set(runs)) < len(runs):
+        fold, seed = next(k for k in runs if runs.count(k) > 1)
+        raise DataError(f"{model} on {dataset}: fold {fold} seed {seed} has more than one result file")
+    protocols = {json.dumps({k: v for k, v in r["protocol"].items() if k != "label_fraction"}, sort_keys=True,
+                            default=str) for r in cell}
+    if len(protocols) > 1:
+        log.warning("%s on %s: %d different protocols averaged together; give them distinct model names",
+                    model, dataset, len(protocols))
+
+
 def build_table(results: Sequence[dict], average: str = "macro", with_paper: bool = False, ci: bool = False,
-                label_fraction: float | None = None, n_boot: int = 1000, seed: int = 0) -> dict:
+                label_fraction: float | None = None, n_boot: int = 1000, seed: int = 0,
+                models: Sequence[str] = ()) -> dict:
     """The table as data: ``{"datasets", "rows": [{"model", "source", "cells": {ds: {metric: stat}}}],
-    "label_fraction"}``."""
+    "label_fraction"}``; ``models`` puts those rows first, in that order."""
     if not results:
         raise DataError("no results to report")
     fraction = label_fraction if label_fraction is not None else max(_fraction(r) for r in results)
@@ -204,11 +219,12 @@ def build_table(results: Sequence[dict], average: str = "macro", with_paper: boo
     paper = load_paper_table() if with_paper else []
     datasets = _ordered([r["dataset"] for r in chosen] + [p["dataset"] for p in paper], list(DATASET_TITLES))
     rows = []
-    for model in _ordered([r["model"] for r in chosen]):
+    for model in _ordered([r["model"] for r in chosen], models):
         cells = {}
         for ds in datasets:
             cell = [r for r in chosen if r["model"] == model and r["dataset"] == ds]
             if cell:
+                _check_cell(cell, model, ds)
                 cells[ds] = cell_stats(cell, average, ci, n_boot, seed)
         rows.append({"model": model, "source": "ours", "cells": cells})
     for model in _ordered([p["model"] for p in paper]):
@@ -261,7 +277,8 @@ def _csv(table: dict) -> str:
 
 
 def render_table(results: Sequence[dict], average: str = "macro", with_paper: bool = False, ci: bool = False,
-                 label_fraction: float | None = None, n_boot: int = 1000, seed: int = 0) -> tuple[str, str]:
+                 label_fraction: float | None = None, n_boot: int = 1000, seed: int = 0,
+                 models: Sequence[str] = ()) -> tuple[str, str]:
     """Render results in the Table 2 layout (rows models, P/R/F1 per dataset).
 
     Args:
@@ -271,11 +288,12 @@ def render_table(results: Sequence[dict], average: str = "macro", with_paper: bo
         ci: add bootstrap intervals (needs saved predictions, or a stored ``metrics["ci"]``).
         label_fraction: which runs make the table (default: the largest fraction present).
         n_boot, seed: bootstrap settings.
+        models: row order (these first; the others follow in order of appearance).
 
     Returns:
         (markdown, csv) text.
     """
-    table = build_table(results, average, with_paper, ci, label_fraction, n_boot, seed)
+    table = build_table(results, average, with_paper, ci, label_fraction, n_boot, seed, models)
     return _markdown(table), _csv(table)
 
 
@@ -304,7 +322,8 @@ def write_report(results_dir: str | Path, cfg: ReportConfig) -> dict[str, list[P
 
     out = Path(cfg.out) if cfg.out else Path(results_dir) / "report"
     results = load_results(results_dir, RejectLog(out / "rejects.jsonl", log))
-    table = build_table(results, cfg.average, cfg.with_paper, cfg.ci, cfg.label_fraction, cfg.n_boot, cfg.seed)
+    table = build_table(results, cfg.average, cfg.with_paper, cfg.ci, cfg.label_fraction, cfg.n_boot, cfg.seed,
+                        cfg.models)
     written: dict[str, list[Path]] = {"tables": [], "confusion": [], "label_efficiency": []}
     for name, text in (("table.md", _markdown(table)), ("table.csv", _csv(table))):
         with atomic_open(out / name, "w", encoding="utf-8") as handle:
