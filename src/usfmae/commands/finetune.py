@@ -1,0 +1,37 @@
+"""Fine-tune an encoder (or a CNN/ViT baseline) on a labelled dataset, fold by fold and seed by seed.
+
+Each (fold, seed) cell writes OUT/fold<F>_seed<S>.json with per-image predictions, metrics
+(precision/recall/F1 macro and weighted, accuracy, AUROC, confusion matrix) and bootstrap 95%
+confidence intervals; re-running skips finished cells.
+
+Examples:
+  usfmae finetune --data busbra:~/data/BUSBRA --weights usfmae.pt --model mae_vit_base_patch16 \\
+      --in-chans 3 --out runs/busbra_usfmae
+  usfmae finetune --data folder:my_set --model resnet50 --split kfold --k 5 --seeds 0 1 2
+  usfmae finetune --data phantom:demo_out/phantom --model mae_vit_micro_patch8_64 --mode linear
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from usfmae.config import add_dataclass_arguments, config_from_args
+from usfmae.train.finetune import FinetuneConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML preset with any of the settings below")
+    add_dataclass_arguments(parser, FinetuneConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from usfmae.train import finetune
+
+    cfg = config_from_args(FinetuneConfig, args)
+    summary = finetune.run(cfg)
+    mean, std = summary["summary"].get("mean", {}), summary["summary"].get("std", {})
+    shown = {k: f"{mean[k]:.3f} +- {std[k]:.3f}" for k in ("precision_macro", "recall_macro", "f1_macro", "accuracy")
+             if k in mean}
+    print(json.dumps({"out": cfg.out, "cells": len(summary["cells"]), "skipped": summary["skipped"], **shown}))
+    return 0

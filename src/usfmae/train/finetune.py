@@ -1,0 +1,482 @@
+"""Supervised evaluation of an encoder: fine-tuning, linear probe and k-NN, over folds and seeds.
+
+One *cell* is (fold, seed): the model is trained on the fold's training part (optionally a
+stratified fraction of its labels), early-stopped on an inner validation split that is grouped by
+patient, and scored on the fold's test part. Each cell writes one results JSON (predictions,
+metrics with bootstrap confidence intervals, protocol) through :mod:`usfmae.eval.report`.
+
+Models: an MAE encoder (``usfmae pretrain`` checkpoint, the released USF-MAE file, a
+facebookresearch MAE checkpoint, or a registry name from scratch) with a CLS or mean-pool head,
+or a baseline (``vgg19``, ``resnet50``, ``vit_b16``) trained with the same protocol.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from usfmae.config import check, opt, save_config, to_dict
+from usfmae.errors import UsfmaeError
+from usfmae.fileio import RejectLog, atomic_open, read_json, write_json
+from usfmae.train.features import (EncoderInfo, data_contract, extract_features, knn_probe, linear_probe,
+                                   load_encoder, normalise, pick_device, preload_images)
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("vgg19", "resnet50", "vit_b16")
+MODES = ("finetune", "linear", "knn")
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``usfmae finetune`` (one run = folds x seeds cells)."""
+
+    data: str = opt("", "labelled data KIND:PATH, KIND in busbra, mmotu, gist514, folder, csv, phantom")
+    out: str = opt("finetune_out", "output folder (one results JSON per fold and seed)")
+    model: str = opt("mae_vit_base_patch16", "encoder registry name (for --weights: architecture hint), "
+                     "or a baseline: vgg19, resnet50, vit_b16")
+    weights: str | None = opt(None, "encoder checkpoint (ours, released USF-MAE, facebookresearch MAE); for a "
+                              "baseline a local ImageNet weight file; none = random init")
+    mode: str = opt("finetune", "finetune (train everything), linear (logistic probe on frozen features), knn",
+                    choices=MODES)
+    pool: str = opt("cls", "pooled feature: CLS token or mean of patch tokens", choices=["cls", "mean"])
+    img_size: int | None = opt(None, "input size (default: the encoder's data contract; baselines 224)")
+    in_chans: int | None = opt(None, "input channels (default: the encoder's; baselines 3)")
+    epochs: int = opt(30, "maximum training epochs")
+    batch_size: int = opt(32, "images per optimiser step")
+    lr: float = opt(3e-4, "peak learning rate (absolute; the paper sweeps 3e-4 and 1e-3)")
+    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases, norms, tokens)")
+    layer_decay: float = opt(0.75, "layer-wise lr decay for ViT encoders (1 = off)")
+    warmup_fraction: float = opt(0.1, "linear warmup as a fraction of the optimiser steps")
+    min_lr: float = opt(1e-6, "floor of the cosine decay")
+    augment: bool = opt(True, "the paper's augmentations: rotation 0-90, flips, random resized crop")
+    class_weighting: bool = opt(False, "weight the loss by inverse class frequency")
+    patience: int = opt(5, "early stopping: epochs without validation macro-F1 gain (0 = off)")
+    val_fraction: float = opt(0.15, "inner validation split of each training fold, grouped by patient")
+    split: str = opt("auto", "auto (official partition if shipped, else k-fold), official, kfold",
+                     choices=["auto", "official", "kfold"])
+    k: int = opt(5, "folds for --split kfold (stratified, grouped by patient)")
+    folds: list[int] = opt([], "run only these fold indices (default: all)")
+    seeds: list[int] = opt([0], "seeds; each fold runs once per seed")
+    label_fraction: float = opt(1.0, "fraction of the training labels used (stratified, nested across fractions)")
+    knn_k: int = opt(20, "neighbours for --mode knn (cosine)")
+    bootstrap: int = opt(1000, "bootstrap resamples for 95% confidence intervals (0 = none)")
+    device: str | None = opt(None, "cuda, cpu, ... (default: cuda when available)")
+    num_workers: int = opt(0, "image decoding workers")
+    source: str | None = opt(None, "pretraining-source label recorded in results (default: from weights)")
+
+    def __post_init__(self) -> None:
+        check(bool(self.data), "give --data KIND:PATH (e.g. phantom:demo_out/phantom)")
+        check(self.epochs > 0, "epochs must be positive")
+        check(self.batch_size > 0, "batch-size must be positive")
+        check(self.lr > 0, "lr must be positive")
+        check(0 < self.layer_decay <= 1, "layer-decay must be in (0, 1]")
+        check(0 <= self.warmup_fraction < 1, "warmup-fraction must be in [0, 1)")
+        check(0 <= self.val_fraction < 0.5, "val-fraction must be in [0, 0.5)")
+        check(0 < self.label_fraction <= 1, "label-fraction must be in (0, 1]")
+        check(self.k >= 2, "k must be at least 2")
+        check(self.knn_k >= 1, "knn-k must be positive")
+        check(len(self.seeds) > 0, "give at least one seed")
+        check(self.mode == "finetune" or self.model not in BASELINES,
+              "linear/knn modes need an MAE encoder, not a baseline")
+
+
+# ------------------------------------------------------------------------------------------ data
+def dataset_folds(ds: Any, split: str, k: int, seed: int = 0) -> list[Any]:
+    """The folds to evaluate: the dataset's official partition, or a seeded grouped k-fold."""
+    from usfmae.data import labelled
+
+    if split == "official" or (split == "auto" and ds.official):
+        return labelled.official_folds(ds)
+    return labelled.split_folds(ds, k, seed)
+
+
+def subset_indices(ds: Any, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified, nested ``fraction`` of ``indices`` (via ``labelled.label_fraction_subset``)."""
+    if fraction >= 1.0:
+        return np.asarray(indices)
+    from usfmae.data import labelled
+
+    position = {id(ds.records[i]): i for i in indices}
+    chosen = labelled.label_fraction_subset([ds.records[i] for i in indices], fraction, seed)
+    return np.array(sorted(position[id(r)] for r in chosen), dtype=np.int64)
+
+
+def inner_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions ``0..n-1`` into (train, val) with patients kept together, stratified.
+
+    Returns an empty val when the split is off or the set is too small to hold out at least two
+    images per class (early stopping is then disabled, and the protocol says so).
+    """
+    n = len(labels)
+    n_classes = len(np.unique(labels))
+    if val_fraction <= 0 or n * val_fraction < 2 * n_classes or len(np.unique(groups)) < 3:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splits = max(2, int(round(1.0 / val_fraction)))
+    splits = min(splits, len(np.unique(groups)))
+    splitter = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
+    train, val = next(splitter.split(np.zeros((n, 1)), labels, groups))
+    return np.sort(train), np.sort(val)
+
+
+# ----------------------------------------------------------------------------------------- model
+def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, EncoderInfo]:
+    """The network to fine-tune and its input contract."""
+    if cfg.model in BASELINES:
+        from usfmae.models.baselines import create_baseline
+
+        chans, size = cfg.in_chans or 3, cfg.img_size or 224
+        # Small inputs (the 64 px phantom) keep ResNet's stem at stride 1 so the map is not 2x2.
+        model = create_baseline(cfg.model, num_classes=num_classes, in_chans=chans, weights_path=cfg.weights,
+                                img_size=size, small_input=size < 128)
+        size, chans, mean, std = data_contract(model, size, chans)
+        source = "imagenet" if cfg.weights else "scratch"
+        return model, EncoderInfo(cfg.model, size, chans, mean, std, cfg.source or source)
+    from usfmae.models.classifier import EncoderClassifier
+
+    overrides = {k: v for k, v in (("img_size", cfg.img_size), ("in_chans", cfg.in_chans)) if v is not None}
+    mae, info = load_encoder(cfg.weights, cfg.model, **overrides)
+    if cfg.source:
+        info.source = cfg.source
+    return EncoderClassifier(mae, num_classes, pool=cfg.pool), info
+
+
+def optimizer_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict]:
+    """Layer-decayed groups for our encoder classifier; plain decay/no-decay groups for baselines."""
+    if cfg.model not in BASELINES:
+        from usfmae.models.classifier import param_groups_layer_decay
+
+        return param_groups_layer_decay(model, cfg.weight_decay, cfg.layer_decay)
+    from usfmae.train.schedule import param_groups
+
+    return param_groups(model, cfg.weight_decay)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, mean: Any, std: Any, device: torch.device,
+            batch_size: int = 64) -> np.ndarray:
+    """Class probabilities ``(N, C)`` float64 for uint8 images ``(N, C, H, W)``."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalise(images[start:start + batch_size].to(device), mean, std)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+
+
+def train_classifier(model: nn.Module, info: EncoderInfo, cfg: FinetuneConfig, images: torch.Tensor,
+                     labels: np.ndarray, val_images: torch.Tensor, val_labels: np.ndarray,
+                     num_classes: int, seed: int, device: torch.device) -> dict[str, Any]:
+    """Fine-tune ``model`` in place; keep the weights of the best validation epoch.
+
+    Args:
+        images, labels: uint8 ``(N, C, H, W)`` and ``(N,)`` training data.
+        val_images, val_labels: inner validation split (may be empty: no early stopping).
+
+    Returns:
+        History: epochs run, best epoch, best validation macro-F1, per-epoch train loss.
+    """
+    from sklearn.metrics import f1_score
+
+    from usfmae.data.transforms import augment_batch
+    from usfmae.train.schedule import lr_at, set_lr
+
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg), lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_fraction * total))
+    weight = None
+    if cfg.class_weighting:
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        # Inverse frequency, normalised to mean 1 over the classes present; absent classes get 0.
+        inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+        weight = torch.tensor(inv, dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight)
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    best = {"f1": -1.0, "epoch": -1, "state": None}
+    history: list[float] = []
+    step, stale = 0, 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=generator)
+        running = torch.zeros((), device=device)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            x = images[idx].to(device, non_blocking=True)
+            if cfg.augment:
+                x = augment_batch(x, generator)
+            x = normalise(x, info.mean, info.std)
+            y = y_all[idx].to(device, non_blocking=True)
+            set_lr(optimizer, lr_at(step, total, cfg.lr, warmup, min(cfg.min_lr, cfg.lr)))
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = criterion(model(x).float(), y)
+            if not torch.isfinite(loss):
+                raise UsfmaeError(f"non-finite training loss at epoch {epoch}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            running += loss.detach() * len(idx)
+            step += 1
+        history.append(float(running) / len(images))  # one host sync per epoch, not per step
+        if len(val_images) == 0:
+            continue
+        val_pred = predict(model, val_images, info.mean, info.std, device).argmax(1)
+        f1 = float(f1_score(val_labels, val_pred, average="macro", zero_division=0))
+        if f1 > best["f1"]:
+            best = {"f1": f1, "epoch": epoch, "state": copy.deepcopy({k: v.detach().cpu()
+                                                                         for k, v in model.state_dict().items()})}
+            stale = 0
+        else:
+            stale += 1
+            if cfg.patience and stale >= cfg.patience:
+                break
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return {"epochs_run": len(history), "best_epoch": best["epoch"] if best["epoch"] >= 0 else len(history) - 1,
+            "best_val_f1": best["f1"] if best["epoch"] >= 0 else None, "train_loss": history}
+
+
+# ------------------------------------------------------------------------------------------- run
+def cell_name(fold: int, seed: int, fraction: float = 1.0) -> str:
+    """File stem of one cell's results JSON (also what the benchmark's resume looks for)."""
+    frac = "" if fraction >= 1.0 else f"_frac{fraction:g}"
+    return f"fold{fold}_seed{seed}{frac}"
+
+
+def run(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Run every (fold, seed) cell; a cell whose results JSON exists is skipped (resume).
+
+    Returns:
+        ``{"cells": [result path, ...], "skipped": n, "summary": mean/std metrics over cells}``.
+    """
+    from usfmae.data import labelled
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    ds = labelled.load_dataset(cfg.data)
+    folds = dataset_folds(ds, cfg.split, cfg.k, seed=cfg.seeds[0])
+    if cfg.folds:
+        missing = sorted(set(cfg.folds) - {f.index for f in folds})
+        check(not missing, f"fold(s) {missing} do not exist; {ds.name} has {len(folds)}")
+        folds = [f for f in folds if f.index in cfg.folds]
+    device = pick_device(cfg.device)
+    rejects = RejectLog(out / "rejects.jsonl")
+    cache: dict[str, Any] = {}  # images (and frozen features) decoded once for all cells
+    paths, skipped = [], 0
+    for seed in cfg.seeds:
+        for fold in folds:
+            path = out / f"{cell_name(fold.index, seed, cfg.label_fraction)}.json"
+            if path.is_file():
+                skipped += 1
+                paths.append(path)
+                continue
+            result = run_cell(cfg, ds, fold, seed, device, rejects, cache)
+            write_json(path, result)
+            paths.append(path)
+            log.info("%s fold %d seed %d: macro-F1 %.3f", ds.name, fold.index, seed,
+                     result["metrics"]["f1_macro"])
+    return {"cells": [str(p) for p in paths], "skipped": skipped, "summary": summarise(paths)}
+
+
+def summarise(paths: list[Path]) -> dict[str, Any]:
+    """Mean and std of every scalar metric over the cells' results JSONs."""
+    from usfmae.eval import metrics
+
+    return metrics.aggregate([read_json(p)["metrics"] for p in paths]) if paths else {}
+
+
+def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
+            cache: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
+    """All images of ``ds`` at the model's input size, and a map record index -> row (-1: unreadable)."""
+    key = f"{info.img_size}:{info.in_chans}"
+    if key not in cache:
+        images, kept = preload_images([r.path for r in ds.records], info.img_size, info.in_chans,
+                                      cfg.num_workers, rejects)
+        row = np.full(len(ds), -1, dtype=np.int64)
+        row[kept] = np.arange(len(kept))
+        cache[key] = (images, row)
+    return cache[key]
+
+
+def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.device, rejects: RejectLog,
+             cache: dict[str, Any]) -> dict[str, Any]:
+    """Train and score one (fold, seed) cell; returns the results dict (not yet written)."""
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    labels_all = ds.labels
+    train_idx = subset_indices(ds, np.asarray(fold.train), cfg.label_fraction, seed)
+    test_idx = np.asarray(fold.val)
+    num_classes = len(ds.classes)
+    notes: dict[str, Any] = {}
+    if cfg.mode == "finetune":
+        model, info = build_classifier(cfg, num_classes)
+    else:
+        model, info = load_encoder(cfg.weights, cfg.model)
+    images, row = _images(cfg, ds, info, rejects, cache)
+    train_idx, test_idx = train_idx[row[train_idx] >= 0], test_idx[row[test_idx] >= 0]
+    check(len(train_idx) > 0 and len(test_idx) > 0, f"{ds.name} fold {fold.index}: no readable images")
+    if cfg.mode == "finetune":
+        inner_tr, inner_va = inner_split(labels_all[train_idx], ds.groups[train_idx], cfg.val_fraction, seed)
+        fit_idx, val_idx = train_idx[inner_tr], train_idx[inner_va]
+        notes = train_classifier(model, info, cfg, images[row[fit_idx]], labels_all[fit_idx],
+                                 images[row[val_idx]], labels_all[val_idx], num_classes, seed, device)
+        notes["n_val"] = int(len(val_idx))
+        scores = predict(model, images[row[test_idx]], info.mean, info.std, device)
+    else:
+        fkey = f"features:{info.img_size}:{info.in_chans}:{cfg.pool}"
+        if fkey not in cache:
+            cache[fkey] = extract_features(model, images, info.mean, info.std, cfg.pool, device=device)
+        feats = cache[fkey]
+        fit = linear_probe if cfg.mode == "linear" else knn_probe
+        kwargs = {"seed": seed} if cfg.mode == "linear" else {"k": cfg.knn_k}
+        scores = fit(feats[row[train_idx]], labels_all[train_idx], feats[row[test_idx]], num_classes, **kwargs)
+        fit_idx = train_idx
+    y_true = labels_all[test_idx]
+    protocol = {
+        "dataset": ds.name, "dataset_protocol": ds.protocol, "data": cfg.data, "fold": fold.index, "seed": seed,
+        "mode": cfg.mode, "model": cfg.model if cfg.model in BASELINES else info.name, "weights": cfg.weights,
+        "pretraining_source": info.source, "pretraining_mask_ratio": info.mask_ratio, "pool": cfg.pool,
+        "input_size": info.img_size, "in_chans": info.in_chans, "label_fraction": cfg.label_fraction,
+        "n_train": int(len(fit_idx)), "n_test": int(len(test_idx)), "device": str(device),
+        "recipe": to_dict(cfg), "seconds": round(time.perf_counter() - started, 2), **notes,
+    }
+    test_records = [ds.records[i] for i in test_idx]
+    return make_result(y_true, scores, ds.classes, protocol, [str(r.path) for r in test_records],
+                       [r.group for r in test_records], cfg.bootstrap, seed)
+
+
+def make_result(y_true: np.ndarray, y_score: np.ndarray, classes: list[str], protocol: dict[str, Any],
+                ids: list[str], groups: list[str], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """One cell's results: metrics, 95% bootstrap CIs, per-image predictions, protocol.
+
+    Args:
+        y_true: ``(N,)`` class indices; y_score: ``(N, C)`` class probabilities.
+    """
+    from usfmae.eval import metrics
+
+    y_pred = y_score.argmax(axis=1)
+    values = metrics.classification_metrics(y_true, y_pred, y_score, classes)
+    names = ["precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
+             "f1_weighted", "accuracy", "balanced_accuracy"]
+    ci = metrics.bootstrap_cis(y_true, y_pred, y_score, names, n_bootstrap, seed, len(classes)) if n_bootstrap else {}
+    return {"protocol": protocol, "metrics": values, "ci95": {k: list(v) for k, v in ci.items()},
+            "predictions": {"id": ids, "group": groups, "y_true": np.asarray(y_true).tolist(),
+                            "y_pred": y_pred.tolist(), "y_score": np.round(y_score, 6).tolist()}}
+
+
+
+# ------------------------------------------------------------------------------------ probe curves
+@dataclass
+class ProbeConfig:
+    """Settings of ``usfmae probe``: frozen features, linear and k-NN probes, label-fraction curves."""
+
+    data: str = opt("", "labelled data KIND:PATH (see usfmae finetune --help)")
+    weights: str | None = opt(None, "encoder checkpoint; none = --model from scratch (the control)")
+    model: str = opt("mae_vit_base_patch16", "encoder registry name (architecture hint for --weights)")
+    out: str = opt("probe_out", "output folder")
+    pool: str = opt("cls", "pooled feature", choices=["cls", "mean"])
+    methods: list[str] = opt(["linear", "knn"], "probes to fit: linear (logistic regression), knn")
+    fractions: list[float] = opt([0.01, 0.05, 0.1, 0.25, 0.5, 1.0], "label fractions of each training fold")
+    seeds: list[int] = opt([0, 1, 2], "seeds (label subsets and logistic regression)")
+    knn_k: int = opt(20, "neighbours of the k-NN probe (cosine)")
+    split: str = opt("auto", "auto, official or kfold", choices=["auto", "official", "kfold"])
+    k: int = opt(5, "folds for --split kfold")
+    folds: list[int] = opt([], "run only these fold indices (default: all)")
+    batch_size: int = opt(64, "images per forward pass")
+    bootstrap: int = opt(200, "bootstrap resamples for the CIs of each cell (0 = none)")
+    device: str | None = opt(None, "cuda, cpu, ... (default: cuda when available)")
+    num_workers: int = opt(0, "image decoding workers")
+
+    def __post_init__(self) -> None:
+        check(bool(self.data), "give --data KIND:PATH")
+        check(bool(self.methods) and set(self.methods) <= {"linear", "knn"}, "methods must be linear and/or knn")
+        check(bool(self.fractions) and all(0 < f <= 1 for f in self.fractions), "fractions must be in (0, 1]")
+        check(len(self.seeds) > 0, "give at least one seed")
+        check(self.knn_k >= 1 and self.batch_size >= 1, "knn-k and batch-size must be positive")
+
+
+def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
+    """Extract frozen features once, then fit every (method, fraction, fold, seed) cell.
+
+    Writes ``results/<method>_frac<f>_fold<i>_seed<s>.json`` (skipped when present), ``curve.csv``
+    (one row per cell) and ``curve.json`` (mean/std of macro-F1 and accuracy per method and fraction).
+    """
+    import csv
+
+    from usfmae.data import labelled
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    ds = labelled.load_dataset(cfg.data)
+    folds = [f for f in dataset_folds(ds, cfg.split, cfg.k, cfg.seeds[0]) if not cfg.folds or f.index in cfg.folds]
+    check(bool(folds), f"none of folds {cfg.folds} exist in {ds.name}")
+    model, info = load_encoder(cfg.weights, cfg.model)
+    device = pick_device(cfg.device)
+    images, kept = preload_images([r.path for r in ds.records], info.img_size, info.in_chans, cfg.num_workers,
+                                  RejectLog(out / "rejects.jsonl"), progress=True)
+    feats = extract_features(model, images, info.mean, info.std, cfg.pool, cfg.batch_size, device)
+    row = np.full(len(ds), -1, dtype=np.int64)
+    row[kept] = np.arange(len(kept))
+    labels = ds.labels
+    rows = []
+    for method, fraction, fold, seed in itertools.product(cfg.methods, sorted(cfg.fractions), folds, cfg.seeds):
+        path = out / "results" / f"{method}_frac{fraction:g}_fold{fold.index}_seed{seed}.json"
+        if path.is_file():
+            result = read_json(path)
+        else:
+            tr = subset_indices(ds, np.asarray(fold.train), fraction, seed)
+            tr, te = tr[row[tr] >= 0], np.asarray(fold.val)[row[np.asarray(fold.val)] >= 0]
+            if method == "linear":
+                scores = linear_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), seed=seed)
+            else:
+                scores = knn_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), k=cfg.knn_k)
+            protocol = {"dataset": ds.name, "data": cfg.data, "mode": method, "fold": fold.index, "seed": seed,
+                        "model": info.name, "weights": cfg.weights, "pretraining_source": info.source,
+                        "pretraining_mask_ratio": info.mask_ratio, "pool": cfg.pool, "input_size": info.img_size,
+                        "in_chans": info.in_chans, "label_fraction": fraction, "n_train": int(len(tr)),
+                        "n_test": int(len(te)), "knn_k": cfg.knn_k if method == "knn" else None}
+            recs = [ds.records[i] for i in te]
+            result = make_result(labels[te], scores, ds.classes, protocol, [str(r.path) for r in recs],
+                                 [r.group for r in recs], cfg.bootstrap, seed)
+            write_json(path, result)
+        m = result["metrics"]
+        rows.append({"method": method, "fraction": fraction, "fold": fold.index, "seed": seed,
+                     "n_train": result["protocol"]["n_train"], "accuracy": m["accuracy"],
+                     "balanced_accuracy": m["balanced_accuracy"], "f1_macro": m["f1_macro"]})
+    with atomic_open(out / "curve.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    curve = []
+    for method, fraction in itertools.product(cfg.methods, sorted(cfg.fractions)):
+        sel = [r for r in rows if r["method"] == method and r["fraction"] == fraction]
+        f1 = np.array([r["f1_macro"] for r in sel])
+        acc = np.array([r["accuracy"] for r in sel])
+        curve.append({"method": method, "fraction": fraction, "cells": len(sel),
+                      "n_train_mean": float(np.mean([r["n_train"] for r in sel])),
+                      "f1_macro_mean": float(f1.mean()), "f1_macro_std": float(f1.std(ddof=1)) if len(sel) > 1 else 0.0,
+                      "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std(ddof=1)) if len(sel) > 1 else 0.0})
+    summary = {"dataset": ds.name, "model": info.name, "source": info.source, "n_images": int(len(kept)),
+               "feature_dim": int(feats.shape[1]), "curve": curve}
+    write_json(out / "curve.json", summary)
+    return summary
