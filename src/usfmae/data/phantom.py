@@ -142,9 +142,17 @@ def speckle_field(rng: np.random.Generator, amplitude: np.ndarray, axial_sigma: 
     # Correlation of the two filtered fields, so the depth blend keeps unit variance exactly.
     pad = (len(k2) - len(k1)) // 2
     rho = float(np.dot(np.pad(k1, (max(pad, 0),) * 2), k2) if pad >= 0 else np.dot(k1, np.pad(k2, (-pad,) * 2)))
-    w = blend.astype(np.float32)[:, None, None]
+    w = blend.astype(np.float64)
     norm = np.sqrt((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * rho)
-    return ((1 - w) * near + w * far) / norm
+    near *= ((1 - w) / norm).astype(np.float32)[:, None, None]
+    far *= (w / norm).astype(np.float32)[:, None, None]
+    near += far
+    return near
+
+
+def _magnitude(iq: np.ndarray) -> np.ndarray:
+    """(Nd, Nl) envelope |I + jQ| of an (Nd, Nl, 2) IQ field."""
+    return cv2.magnitude(np.ascontiguousarray(iq[..., 0]), np.ascontiguousarray(iq[..., 1]))
 
 
 def simulate_bmode(rng: np.random.Generator, cfg: PhantomConfig, geometry: str, label: str) -> BMode:
@@ -160,15 +168,16 @@ def simulate_bmode(rng: np.random.Generator, cfg: PhantomConfig, geometry: str, 
     depth_frac = np.linspace(0.0, 1.0, grid.nd, dtype=np.float32)
     focus = rng.uniform(0.35, 0.65)
     blend = np.clip(np.abs(depth_frac - focus) / 0.45, 0.0, 1.0)
-    iq = speckle_field(rng, np.sqrt(echo), rng.uniform(0.55, 0.9), rng.uniform(0.9, 1.3),
-                       rng.uniform(2.0, 3.0), blend)
-    speckle = np.sqrt(iq[..., 0] ** 2 + iq[..., 1] ** 2)
+    iq = speckle_field(rng, np.sqrt(echo), rng.uniform(0.7, 1.1), rng.uniform(1.4, 2.0),
+                       rng.uniform(3.0, 4.5), blend)
+    speckle = _magnitude(iq)
 
     # 3. Attenuation along each beam (columns): tissue loss (dB over the full depth) plus the
     # lesion's own extra attenuation integrated from the skin down, so what lies behind a
     # lesion is darker (shadow, alpha > 0) or brighter (enhancement, alpha < 0).
     atten_db = rng.uniform(25.0, 45.0)
-    log_gain = np.cumsum(tissue_alpha + lesion_alpha, axis=0) + (atten_db / 20.0 * math.log(10)) * depth_frac[:, None]
+    log_gain = np.cumsum(tissue_alpha + lesion_alpha, axis=0)
+    log_gain += np.float32(atten_db / 20.0 * math.log(10)) * depth_frac[:, None]
     iq *= np.exp(-log_gain)[..., None]
     noise_amp = cfg.noise * 10.0 ** (-(atten_db + 8.0) / 20.0)
     iq += rng.standard_normal(iq.shape, dtype=np.float32) * np.float32(noise_amp * math.sqrt(0.5))
@@ -177,11 +186,11 @@ def simulate_bmode(rng: np.random.Generator, cfg: PhantomConfig, geometry: str, 
     sliders = rng.uniform(-2.5, 2.5, 6)
     tgc_db = tgc_db + np.interp(depth_frac, np.linspace(0, 1, 6), sliders)
     tgc = (10.0 ** (tgc_db / 20.0)).astype(np.float32)
-    envelope = np.sqrt(iq[..., 0] ** 2 + iq[..., 1] ** 2) * tgc[:, None]
+    envelope = _magnitude(iq) * tgc[:, None]
 
     # 4. Log compression: [gain - dynamic range, gain] dB -> [0, 255].
-    dyn_range = rng.uniform(42.0, 54.0)
-    top = rng.uniform(11.0, 16.0)
+    dyn_range = rng.uniform(45.0, 58.0)
+    top = rng.uniform(22.0, 27.0)
     db = 20.0 * np.log10(envelope + 1e-6)
     display = np.clip((db - (top - dyn_range)) * (255.0 / dyn_range), 0, 255).astype(np.uint8)
     return BMode(grid, echo, speckle, envelope, display, lesion)

@@ -88,7 +88,8 @@ class BeamGrid:
 
 def make_grid(rng: np.random.Generator, size: int, geometry: str) -> BeamGrid:
     """Draw a probe (linear: small parts, 3-6 cm; convex: abdominal, 7-16 cm) and lay it out on screen."""
-    avail_h, avail_w = size * (1 - TOP - BOTTOM), size * (1 - 2 * SIDE)
+    avail_h = size * (1 - TOP - BOTTOM)
+    avail_w = size * (1 - 2 * SIDE) if geometry == "linear" else size * (1 - SIDE)  # sectors use more width
     if geometry == "linear":
         depth, width = rng.uniform(30.0, 60.0), rng.uniform(38.0, 50.0)
         mmpp = max(depth / avail_h, width / avail_w)
@@ -193,7 +194,7 @@ def lesion_map(rng: np.random.Generator, grid: BeamGrid, echo: np.ndarray, label
     """
     x, y = grid.xy
     depth = grid.depth_mm
-    scale = size * (1.0 if grid.geometry == "linear" else 0.6)
+    scale = size * (1.0 if grid.geometry == "linear" else 0.75)
     malignant = label == "malignant"
     if malignant:
         width = rng.uniform(0.16, 0.28) * depth * scale
@@ -208,46 +209,48 @@ def lesion_map(rng: np.random.Generator, grid: BeamGrid, echo: np.ndarray, label
     dx, dy = x - cx, y - cy
     u = (dx * math.cos(tilt) + dy * math.sin(tilt)) / (width / 2)
     v = (-dx * math.sin(tilt) + dy * math.cos(tilt)) / (height / 2)
-    rho, phi = np.sqrt(u * u + v * v), np.arctan2(v, u)
+    rho = np.sqrt(u * u + v * v)
     near = rho < 2.5                                 # shape maths only where it can matter
-    ph = phi[near]
-    radius = np.ones(ph.shape, np.float32)
+    # The margin radius is a function of the polar angle only: tabulate it once, then look it up.
+    table = np.linspace(-np.pi, np.pi, 721, dtype=np.float32)
+    radius = np.ones(table.shape, np.float32)
     if malignant:                                    # angular, irregular margin with spicules
         for k in range(3, 9):
-            radius += rng.uniform(0.02, 0.07) * np.cos(k * ph + rng.uniform(0, 2 * np.pi))
+            radius += rng.uniform(0.02, 0.07) * np.cos(k * table + rng.uniform(0, 2 * np.pi))
         for centre in rng.uniform(-np.pi, np.pi, rng.integers(5, 13)):
-            wrapped = np.angle(np.exp(1j * (ph - centre)))
+            wrapped = (table - centre + np.pi) % (2 * np.pi) - np.pi
             radius += rng.uniform(0.25, 0.8) * np.exp(-(wrapped / rng.uniform(0.05, 0.1)) ** 2)
         edge = 0.15
     else:                                            # smooth, at most gently lobulated
         for k in (2, 3):
-            radius += rng.uniform(0.0, 0.05) * np.cos(k * ph + rng.uniform(0, 2 * np.pi))
+            radius += rng.uniform(0.0, 0.05) * np.cos(k * table + rng.uniform(0, 2 * np.pi))
         edge = 0.04
+    phi = np.arctan2(v[near], u[near])
+    margin = radius[np.rint((phi + np.pi) * (360 / np.pi)).astype(np.intp)]
     occ = np.zeros(echo.shape, np.float32)
-    occ[near] = np.clip((radius - rho[near]) / edge + 0.5, 0.0, 1.0)
-    gap = np.full(echo.shape, 9.0, np.float32)
-    gap[near] = rho[near] - radius                   # signed distance-like margin coordinate
+    occ[near] = np.clip((margin - rho[near]) / edge + 0.5, 0.0, 1.0)
+    gap = rho[near] - margin                         # signed margin coordinate (0 on the margin)
 
     tex_cells = (max(4, int(grid.nd * height / depth / 4)), max(4, int(grid.nl * 0.1)))
     if malignant:
-        ratio = rng.uniform(0.08, 0.25)
+        ratio = rng.uniform(0.04, 0.15)
         texture = np.exp(0.7 * smooth_field(rng, echo.shape, tex_cells))
         total_loss = rng.uniform(1.0, 2.2)           # nepers across the lesion: posterior shadow
     elif rng.random() < 0.45:                        # simple cyst: anechoic
         ratio, texture, total_loss = rng.uniform(0.01, 0.03), 1.0, -rng.uniform(0.6, 1.1)
     else:                                            # solid benign (fibroadenoma-like): homogeneous
-        ratio = rng.uniform(0.12, 0.3)
+        ratio = rng.uniform(0.06, 0.18)
         texture = np.exp(0.12 * smooth_field(rng, echo.shape, tex_cells))
         total_loss = -rng.uniform(0.2, 0.6)
     level = max(1.0 - contrast * (1.0 - ratio), 0.005)
     out = echo * (1.0 - occ * (1.0 - level * texture))
     if malignant and rng.random() < 0.6:             # echogenic halo just outside the margin
-        out *= 1.0 + 1.2 * contrast * np.exp(-((gap - 0.12) / 0.08) ** 2)
+        out[near] *= 1.0 + 1.2 * contrast * np.exp(-((gap - 0.12) / 0.08) ** 2)
     if malignant and rng.random() < 0.5:             # microcalcifications: a few bright points
         inside = np.flatnonzero(occ > 0.9)
         if inside.size:
             out.flat[rng.choice(inside, size=min(inside.size, int(rng.integers(3, 9))), replace=False)] += 25.0
     if not malignant and rng.random() < 0.5:         # thin echogenic capsule
-        out += 0.8 * contrast * np.exp(-(gap / 0.03) ** 2)
+        out[near] += 0.8 * contrast * np.exp(-(gap / 0.03) ** 2)
     alpha = occ * np.float32(total_loss * min(contrast, 1.5) / (height * grid.nd / depth))
     return np.maximum(out, 0.0).astype(np.float32), occ, alpha.astype(np.float32)

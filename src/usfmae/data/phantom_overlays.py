@@ -97,7 +97,8 @@ def _depth_ruler(layer: Layer, grid: BeamGrid, font: int, h: float) -> None:
         _, v = grid.to_screen(0.0, depth)
         major = round(depth) % 10 == 0
         layer.line((xr, v), (xr + (4 if major else 2), v), colour)
-        if major and depth > 0 and rng.random() < 0.8:
+        every = 10 if grid.depth_mm < 80 else 50      # numbers every cm, or every 5 cm on deep presets
+        if depth > 0 and round(depth) % every == 0:
             layer.text(f"{depth / 10:.0f}", (xr + 6, int(v + h / 2)), font, h * 0.8, colour)
     focus = rng.uniform(0.3, 0.7) * grid.depth_mm
     _, v = grid.to_screen(0.0, focus)
