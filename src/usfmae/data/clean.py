@@ -262,8 +262,10 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     done_log = out / "done.jsonl"
     done = {r["id"]: r for r in (read_jsonl(done_log) if done_log.exists() else [])
             if r.get("method") == cfg.method and (out / r["path"]).exists()}
-    todo = [(i, str(f), str(out), to_dict(cfg)) for i, f in items if i not in done]
     rejects = RejectLog(out / "rejects.jsonl", log)
+    # Files rejected by an earlier run stay rejected (delete rejects.jsonl to retry them).
+    rejected_before = {r.get("id") for r in rejects.read()}
+    todo = [(i, str(f), str(out), to_dict(cfg)) for i, f in items if i not in done and i not in rejected_before]
     cleaned = 0
     pool = mp.get_context("spawn").Pool(cfg.workers, _init_worker) if cfg.workers > 1 and len(todo) > 1 else None
     try:
@@ -290,7 +292,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
         write_contact_sheet(sheet, [(Path(done[i]["source"]), out / done[i]["path"], out / done[i]["mask_path"])
                                     for i in dict.fromkeys(picks)], cfg)
     return {"total": len(items), "cleaned": cleaned, "skipped": len(items) - len(todo),
-            "rejected": rejects.count, "manifest": str(manifest), "contact_sheet": str(sheet) if sheet else None}
+            "rejected": rejects.count + len(rejected_before), "manifest": str(manifest), "contact_sheet": str(sheet) if sheet else None}
 
 
 def _write_manifest(path: Path, records: list[dict]) -> None:

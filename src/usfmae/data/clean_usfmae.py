@@ -35,6 +35,8 @@ CHROMA_MIN = 40            # max(R,G,B) - min(R,G,B) of a coloured pixel
 TOPHAT_MIN = 60            # a grey mark is at least this much brighter than its surroundings
 STROKE_FRAC = 0.008        # stroke width limit as a fraction of the short side (>= 1 px)
 INPAINT_RADIUS = 3
+TOPHAT_NOISE = 1.2         # threshold = this x the 99th percentile of the speckle's top-hat
+EXTENT_STROKES = 2.5       # a line-like mark is at least this many stroke widths long
 MAX_OCR_LINES = 3          # candidate text lines read per frame
 
 
@@ -81,6 +83,11 @@ def colour_marks(chroma: np.ndarray, fan: np.ndarray) -> np.ndarray:
         return coloured.astype(bool)
     k = _odd(2.5 * STROKE_FRAC * min(chroma.shape))
     thick = cv2.morphologyEx(coloured, cv2.MORPH_OPEN, _ellipse(k))
+    if thick.any():  # bold glyphs survive the opening as specks; a flow map is a big blob
+        count, labels, stats = _components(thick)
+        big = stats[:, 4] >= 3 * k * k
+        big[0] = False
+        thick = big[labels].astype(np.uint8)
     near_thick = cv2.dilate(thick, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
     return (coloured > 0) & (near_thick == 0)
 
@@ -169,11 +176,13 @@ def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen:
     inside = fan & ~screen_bg
     sample = tophat[inside][::7]
     # Speckle sets the noise floor of the top-hat; marks stand well above it.
-    thr = max(TOPHAT_MIN, 1.5 * float(np.percentile(sample, 99))) if sample.size else TOPHAT_MIN
+    thr = max(TOPHAT_MIN, TOPHAT_NOISE * float(np.percentile(sample, 99))) if sample.size else TOPHAT_MIN
     cand = ((tophat > thr) & inside).astype(np.uint8)
     if not cand.any():
         return cand.astype(bool)
-    count, labels, stats = _components(cand)
+    # A small closing links the dots of a dotted line and the parts of a glyph into one component.
+    linked = cv2.morphologyEx(cand, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    count, labels, stats = _components(linked)
     area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
     bw, bh = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     extent = np.maximum(bw, bh).astype(np.float64)
@@ -186,13 +195,13 @@ def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen:
     at_peak = np.bincount(labels[on], weights=gray[on] >= peak[labels[on]] - 1, minlength=count)
     flat = (at_peak / np.maximum(area, 1) >= 0.5) & (area >= 4)
     thin = area / np.maximum(extent, 1) <= 1.6 * stroke          # mean width along the long axis
-    line_like = (extent >= 3 * stroke) & ((fill < 0.45) | thin)   # crosses, arrows, letters, lines
+    line_like = (extent >= EXTENT_STROKES * stroke) & ((fill < 0.45) | thin)   # crosses, arrows, letters, lines
     # A bright structure that continues into the screen is a mark cut by the fan edge.
     touching = np.zeros(count, bool)
     touching[labels[cv2.dilate(screen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0]] = True
     keep = (line_like | flat | touching) & (area <= 0.02 * gray.size) & (area >= 3)
     keep[0] = False
-    return keep[labels]
+    return keep[labels] & (cand > 0)
 
 
 def text_in_fan(gray: np.ndarray, marks: np.ndarray, fan: np.ndarray) -> np.ndarray:
