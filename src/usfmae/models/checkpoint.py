@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,12 @@ def _load_safetensors(path: Path) -> tuple[StateDict, dict[str, Any]]:
 
 def _torch_load(path: Path, allow_pickle: bool) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        # Memory-map zip checkpoints: tensors are read on use, so a ViT-B file costs no extra copy.
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is damaged or legacy
+            raise UsfmaeError(f"{path}: not a readable PyTorch checkpoint (damaged, or a legacy pickle: "
+                              "pass allow_pickle=True only if you trust it)") from exc
         raise UsfmaeError(f"{path}: holds Python objects beyond tensors and plain containers; "
                           "pass allow_pickle=True only if you trust this file") from exc
     except (RuntimeError, EOFError, OSError) as exc:
@@ -229,6 +234,13 @@ def load_mae_weights(model: VisionTransformerEncoder, source: str | os.PathLike 
     """
     name = "checkpoint" if isinstance(source, dict) else str(source)
     state, _ = read_checkpoint(source, allow_pickle)
+    state, result = _fit_state(model, state, name, encoder_only)
+    model.load_state_dict(state, strict=False)
+    return result
+
+
+def _fit_state(model: nn.Module, state: StateDict, name: str, encoder_only: bool) -> tuple[StateDict, LoadResult]:
+    """Drop ignorable keys, adapt channels/grids and check keys and shapes against ``model`` (may be on meta)."""
     ignored = sorted(k for k in state if k.startswith(_IGNORED_PREFIXES) or (encoder_only and is_decoder_key(k)))
     state = {k: v for k, v in state.items() if k not in ignored}
     adapted = _adapt(state, model, model.cfg)
@@ -243,11 +255,10 @@ def load_mae_weights(model: VisionTransformerEncoder, source: str | os.PathLike 
                     (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", mismatched)) if items]
         model_name = getattr(model, "model_name", None) or type(model).__name__
         raise UsfmaeError(f"{name}: weights do not fit {model_name}: " + "; ".join(problems))
-    model.load_state_dict(state, strict=False)
-    kept = [k for k in target if k not in state]
     for note in adapted:
         log.info("%s: %s", name, note)
-    return LoadResult(loaded=sorted(state), kept_init=kept, ignored=ignored, adapted=adapted)
+    kept = [k for k in target if k not in state]
+    return state, LoadResult(loaded=sorted(state), kept_init=kept, ignored=ignored, adapted=adapted)
 
 
 def _first(items: list[str], n: int = 6) -> str:
@@ -296,9 +307,23 @@ def build_from_checkpoint(source: str | os.PathLike | dict, model_name: str | No
         cfg, name = variant_config(model_name, **overrides), model_name
     else:
         cfg, name = infer_config(state, **overrides), None
-    model = MaskedAutoencoderViT(cfg)
+    # Check and adapt against a shape-only model first: when the file covers every weight, random
+    # initialisation (seconds for ViT-B on a CPU) is skipped and the tensors are moved in directly.
+    with torch.device("meta"):
+        shell = MaskedAutoencoderViT(cfg)
+    shell.model_name = name
+    label = "checkpoint" if isinstance(source, dict) else str(source)
+    state, result = _fit_state(shell, state, label, encoder_only)
+    if result.kept_init:
+        model = MaskedAutoencoderViT(cfg)
+        model.load_state_dict(state, strict=False)
+    else:
+        model = shell
+        # Copy as float32 so the model neither aliases the caller's tensors nor inherits fp16/bf16.
+        owned = {k: v.detach().to(torch.float32 if v.is_floating_point() else v.dtype, copy=True)
+                 for k, v in state.items()}
+        model.load_state_dict(owned, strict=True, assign=True)
     model.model_name = name
-    load_mae_weights(model, state, encoder_only=encoder_only)
     return model
 
 

@@ -181,8 +181,9 @@ def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> tor
     released checkpoints. Computed in float64, returned as float32.
     """
     quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    coords = torch.arange(grid_size, dtype=torch.float64)
+    # Explicit CPU device: a fixed table, computed the same whatever the default device is.
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device="cpu") / quarter)
+    coords = torch.arange(grid_size, dtype=torch.float64, device="cpu")
     rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # row-major patch order
 
     def encode(pos: torch.Tensor) -> torch.Tensor:
@@ -191,12 +192,14 @@ def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> tor
 
     emb = torch.cat([encode(cols), encode(rows)], dim=1)  # (L, dim)
     if cls_token:
-        emb = torch.cat([torch.zeros(1, dim, dtype=emb.dtype), emb], dim=0)
+        emb = torch.cat([torch.zeros(1, dim, dtype=emb.dtype, device="cpu"), emb], dim=0)
     return emb.float()
 
 
 def _init_positions(param: nn.Parameter, kind: str, grid_size: int) -> None:
     """Fill a (1, 1 + L, D) positional table: fixed sin-cos, or N(0, 0.02) when learned."""
+    if param.is_meta:  # shape-only model (checkpoint loading): nothing to fill
+        return
     if kind == "sincos":
         param.data.copy_(sincos_pos_embed_2d(param.shape[-1], grid_size).unsqueeze(0))
     else:
