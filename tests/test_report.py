@@ -160,3 +160,29 @@ def test_report_cli_user_errors(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err == f"usfmae report: error: {tmp_path}: no result files (usfmae.result/1) found"
     assert main(["report", str(tmp_path), "--n-boot", "1"]) == 2
+
+
+def test_cell_records_from_finetune_and_file_lists(tmp_path: Path) -> None:
+    y_true, y_pred = np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0])
+    paths = []
+    for source, fold in (("scratch", 0), ("scratch", 1), ("usfmae-pretrain", 0)):
+        record = {"protocol": {"dataset": "phantom", "fold": fold, "seed": 0, "mode": "linear",
+                               "model": "mae_vit_micro_patch8_64", "pretraining_source": source,
+                               "input_size": 64, "label_fraction": 0.5},
+                  "metrics": classification_metrics(y_true, y_pred, classes=["b", "m"]),
+                  "ci95": {"f1_macro": [0.1, 0.9]},
+                  "predictions": {"y_true": y_true.tolist(), "y_pred": y_pred.tolist()}}
+        if source != "scratch":  # no predictions: the stored interval is shown
+            del record["predictions"]
+        paths.append(tmp_path / f"{source}_fold{fold}.json")
+        paths[-1].write_text(json.dumps(record))
+    results = load_results(paths)
+    assert [r["model"] for r in results] == ["mae_vit_micro_patch8_64 (linear, scratch)"] * 2 + [
+        "mae_vit_micro_patch8_64 (linear, usfmae-pretrain)"]
+    assert results[2]["metrics"]["ci"] == {"f1_macro": [0.1, 0.9]}
+    markdown, _ = render_table(results, ci=True, n_boot=50)
+    assert markdown.splitlines()[3] == \
+        "| mae_vit_micro_patch8_64 (linear, usfmae-pretrain) | 83.3 | 75.0 | 73.3 [10.0, 90.0] |"
+    assert re.fullmatch(r"\| mae_vit_micro_patch8_64 \(linear, scratch\)( \| [\d.]+ ± 0\.0 \[[\d.]+, [\d.]+\]){3} \|",
+                        markdown.splitlines()[2])
+    assert load_results(tmp_path) == results

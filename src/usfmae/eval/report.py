@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 SCHEMA = "usfmae.result/1"
 AVERAGES = ("macro", "weighted", "micro", "binary")
 METRICS = ("precision", "recall", "f1")
+# Protocol fields that must agree within one table cell (fold, seed, timings may differ).
+PROTOCOL_KEYS = ("input_size", "in_chans", "pretraining", "pretraining_source", "pretraining_mask_ratio",
+                 "weights", "mode", "pool", "model")
 SHORT = {"precision": "P", "recall": "R", "f1": "F1"}
 DATASET_TITLES = {"busbra": "BUS-BRA", "mmotu": "MMOTU-2D", "gist514": "GIST514-DB", "phantom": "Phantom"}
 PAPER_NOTE = ("Paper rows: published Table 2 values (averaging not stated; single numbers). "
@@ -111,28 +114,60 @@ def save_result(out_dir: str | Path, result: dict) -> Path:
     return path
 
 
-def load_results(results_dir: str | Path, rejects: RejectLog | None = None) -> list[dict]:
-    """Every result JSON under ``results_dir`` (recursively, sorted by path).
-
-    JSON files without the result schema (configs, logs) are ignored. A malformed result file is
-    skipped and recorded in ``rejects`` when given, otherwise it raises DataError naming it.
+def from_cell_record(obj: dict, source: str) -> dict:
+    """Convert a schema-less cell record (``{"protocol": {dataset, fold, seed, model, mode,
+    pretraining_source, ...}, "metrics", "ci95"?, "predictions"?}``, as ``usfmae finetune``/``probe``
+    write) into a result. The row label is ``protocol["label"]`` when given, else the model name
+    with the mode (when not finetune) and pretraining source in brackets, so a scratch and a
+    pretrained run of one architecture stay apart.
     """
-    root = Path(results_dir)
-    if not root.is_dir():
-        raise DataError(f"{root}: results folder not found")
+    proto = obj["protocol"]
+    label = proto.get("label")
+    if not label:
+        tags = [t for t in (proto.get("mode") if proto.get("mode") != "finetune" else None,
+                            proto.get("pretraining_source")) if t]
+        label = f"{proto.get('model')}" + (f" ({', '.join(map(str, tags))})" if tags else "")
+    metrics = dict(obj["metrics"])
+    if isinstance(obj.get("ci95"), dict) and "ci" not in metrics:
+        metrics["ci"] = obj["ci95"]
+    result = {"schema": SCHEMA, "model": label, "dataset": proto.get("dataset"), "fold": proto.get("fold"),
+              "seed": proto.get("seed"), "protocol": proto, "metrics": metrics}
+    if isinstance(obj.get("predictions"), dict):
+        result["predictions"] = obj["predictions"]
+    return validate_result(result, source)
+
+
+def load_results(source: str | Path | Sequence[str | Path], rejects: RejectLog | None = None) -> list[dict]:
+    """Every result JSON in a folder (recursively, sorted by path) or in a list of files.
+
+    Files with the result schema load as they are; schema-less cell records with ``protocol`` and
+    ``metrics`` (``usfmae finetune``/``probe`` output) are converted by :func:`from_cell_record`;
+    other JSON files (configs, summaries) are ignored. A malformed result file is skipped and
+    recorded in ``rejects`` when given, otherwise it raises DataError naming it.
+    """
+    if isinstance(source, (str, Path)):
+        root = Path(source)
+        if not root.is_dir():
+            raise DataError(f"{root}: results folder not found")
+        paths, where = sorted(root.rglob("*.json")), str(root)
+    else:
+        paths, where = [Path(p) for p in source], "the given files"
     results = []
-    for path in sorted(root.rglob("*.json")):
+    for path in paths:
         try:
             obj = read_json(path)
             if isinstance(obj, dict) and "schema" in obj:
                 results.append(validate_result(obj, str(path)))
-        except (json.JSONDecodeError, UnicodeDecodeError, DataError) as exc:
-            reason = str(exc).removeprefix(f"{path}: ") if isinstance(exc, DataError) else "not valid JSON"
+            elif isinstance(obj, dict) and isinstance(obj.get("protocol"), dict) and isinstance(obj.get("metrics"), dict):
+                results.append(from_cell_record(obj, str(path)))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, DataError) as exc:
+            reason = str(exc).removeprefix(f"{path}: ") if isinstance(exc, DataError) else \
+                "not valid JSON" if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)) else "unreadable"
             if rejects is None:
                 raise DataError(f"{path}: {reason}") from exc
             rejects.reject(path, reason)
     if not results:
-        raise DataError(f"{root}: no result files ({SCHEMA}) found")
+        raise DataError(f"{where}: no result files ({SCHEMA}) found")
     return results
 
 
@@ -198,8 +233,7 @@ def _check_cell(cell: Sequence[dict], model: str, dataset: str) -> None:
     if len(set(runs)) < len(runs):
         fold, seed = next(k for k in runs if runs.count(k) > 1)
         raise DataError(f"{model} on {dataset}: fold {fold} seed {seed} has more than one result file")
-    protocols = {json.dumps({k: v for k, v in r["protocol"].items() if k != "label_fraction"}, sort_keys=True,
-                            default=str) for r in cell}
+    protocols = {json.dumps({k: r["protocol"].get(k) for k in PROTOCOL_KEYS}, default=str) for r in cell}
     if len(protocols) > 1:
         log.warning("%s on %s: %d different protocols averaged together; give them distinct model names",
                     model, dataset, len(protocols))
