@@ -200,3 +200,16 @@ def test_holdout_split_grouped_inside_a_fold(tmp_path: Path) -> None:
 ])
 def test_gist_group_from_names(image: dict, group: str) -> None:
     assert gist_group(image) == group
+
+
+def test_phantom_loader_reads_the_real_manifest(phantom_dataset: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(phantom_dataset / "manifest.parquet").to_pydict()
+    ds = load_dataset(f"phantom:{phantom_dataset / 'manifest.parquet'}")
+    assert len(ds) == len(table["id"]) == 32
+    assert [ds.classes[r.label_index] for r in ds.records] == table["label"]
+    assert [r.group for r in ds.records] == [str(i) for i in table["id"]]
+    assert all(r.path.is_file() for r in ds.records)
+    folds = split_folds(ds, 4, seed=0)
+    assert sorted(i for f in folds for i in f.val) == list(range(32))
