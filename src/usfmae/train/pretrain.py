@@ -35,6 +35,7 @@ from usfmae.data import transforms as T
 from usfmae.data.datasets import build_pretrain_dataset
 from usfmae.errors import ConfigError
 from usfmae.fileio import RejectLog, append_jsonl, atomic_open, atomic_path, read_jsonl
+from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights
 from usfmae.models.registry import create_model, list_models
 from usfmae.train import engine
 from usfmae.train.distributed import DistInfo, StepBatchSampler, cleanup, init_from_env, local_rows, mix_seed
@@ -149,10 +150,17 @@ def paper_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dis
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, dist, cfg.accum_steps)
     view = _AugmentedView(dataset, cfg.augment_config(), tuple(data_config["mean"]), tuple(data_config["std"]))
 
+    loader: list[DataLoader] = []
+
     def batches(epoch: int, start_step: int) -> Iterable[torch.Tensor]:
+        # The sampler runs in the main process, so moving it on is enough; persistent workers keep
+        # their dataset copies (and the phantom cache) from one epoch to the next.
         sampler.set_epoch(epoch, start_step)
-        return DataLoader(view, batch_sampler=sampler, num_workers=cfg.num_workers, worker_init_fn=_worker_init,
-                          pin_memory=dist.device.type == "cuda")
+        if not loader:
+            loader.append(DataLoader(view, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                     worker_init_fn=_worker_init, persistent_workers=cfg.num_workers > 0,
+                                     pin_memory=dist.device.type == "cuda"))
+        return loader[0]
 
     return DataPipeline(sampler.steps_per_epoch, batches, lambda x, step, micro: x.float())
 
@@ -189,7 +197,10 @@ def mask_generator_fn(cfg: PretrainConfig, dist: DistInfo, num_patches: int) -> 
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every global RNG, as tensors and plain containers (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -197,8 +208,10 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -213,7 +226,10 @@ def _fixed_images(dataset: Dataset, n: int, data_config: dict) -> torch.Tensor:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by :func:`run` (on the CPU)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or foreign files
+        raise ConfigError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:120]})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a usfmae pretraining checkpoint")
     return state
@@ -266,8 +282,6 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
 
     model = create_model(cfg.model, **_model_overrides(cfg))
     if cfg.init_from and state is None:
-        from usfmae.models.checkpoint import load_mae_weights
-
         load_mae_weights(model, cfg.init_from)
     data_config = dict(model.data_config)
     rejects = RejectLog(out / "rejects.jsonl") if dist.is_main else None
@@ -325,8 +339,7 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
             "rng": _rng_state(),
             "data_order": {"seed": cfg.seed, "epoch": done // pipeline.steps_per_epoch,
                            "step_in_epoch": done % pipeline.steps_per_epoch},
-            "config": to_dict(cfg), "model_name": cfg.model, "model_config": model.cfg.to_dict(),
-            "data_config": data_config,
+            "config": to_dict(cfg), **checkpoint_metadata(model),  # model_name, model_cfg, data_config
         }
         with atomic_path(last_path) as tmp:
             torch.save(payload, tmp)

@@ -1,0 +1,47 @@
+"""Pretrain a masked autoencoder (MAE) on ultrasound images; resumable, and data-parallel under torchrun.
+
+--data is an image folder (searched recursively), a .parquet manifest (column `path`, optional
+`status` = ok), a shard folder from `usfmae pack`, or phantom:N[:SEED] to generate N phantom images
+on the fly. A preset (--config) sets any subset of the flags below; flags given win. The run folder
+gets config.yaml, log.jsonl, checkpoints/last.pt (every --ckpt-every steps) and final.pt,
+recon_<step>.png grids and loss_curve.png. Stopped runs continue with --resume (same losses and
+weights as an uninterrupted run). The learning rate is blr * batch-size / 256 unless --lr is given.
+
+Examples:
+  usfmae pretrain --data phantom:2048 --out runs/tiny --config configs/pretrain/tiny_cpu.yaml
+  usfmae pretrain --data corpus/manifest.parquet --out runs/b16 --config configs/pretrain/usfmae_vit_b16.yaml
+  usfmae pretrain --out runs/b16 --resume                     # continue where it stopped
+  usfmae pretrain --data shards/ --out runs/cont --init-from USF-MAE_full_pretrain_43dataset_100epochs.pt
+  torchrun --nproc_per_node 8 -m usfmae.cli pretrain --data shards/ --out runs/b16 --batch-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from usfmae.config import add_dataclass_arguments, build_config
+from usfmae.train.pretrain import PretrainConfig, run as run_pretrain
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML preset (e.g. configs/pretrain/usfmae_vit_b16.yaml)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from checkpoints/last.pt (its config.yaml is the preset)")
+    add_dataclass_arguments(parser, PretrainConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    fields = PretrainConfig.__dataclass_fields__
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    preset = args.config
+    saved = Path(overrides.get("out", PretrainConfig.out)) / "config.yaml"
+    if args.resume and preset is None and saved.is_file():
+        preset = saved  # resuming needs no flags repeated: the run's own resolved config is the base
+    cfg = build_config(PretrainConfig, preset, overrides)
+    result = run_pretrain(cfg, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
+    return 0
