@@ -89,13 +89,13 @@ class BeamGrid:
 def make_grid(rng: np.random.Generator, size: int, geometry: str) -> BeamGrid:
     """Draw a probe (linear: small parts, 3-6 cm; convex: abdominal, 7-16 cm) and lay it out on screen."""
     avail_h = size * (1 - TOP - BOTTOM)
-    avail_w = size * (1 - 2 * SIDE) if geometry == "linear" else size * (1 - SIDE)  # sectors use more width
+    avail_w = size * (1 - 2 * SIDE) if geometry == "linear" else size * (1 - 0.8 * SIDE)  # sectors: wider
     if geometry == "linear":
-        depth, width = rng.uniform(30.0, 60.0), rng.uniform(38.0, 50.0)
+        depth, width = rng.uniform(35.0, 60.0), rng.uniform(35.0, 46.0)
         mmpp = max(depth / avail_h, width / avail_w)
         origin = ((size - width / mmpp) / 2, size * TOP)
         return BeamGrid(size, geometry, size, size, depth, width, 0.0, 0.0, mmpp, origin)
-    radius, depth, half = rng.uniform(40.0, 60.0), rng.uniform(70.0, 160.0), rng.uniform(0.5, 0.66)
+    radius, depth, half = rng.uniform(40.0, 60.0), rng.uniform(80.0, 160.0), rng.uniform(0.38, 0.56)
     box_h = radius + depth - radius * math.cos(half)
     box_w = 2 * (radius + depth) * math.sin(half)
     mmpp = max(box_h / avail_h, box_w / avail_w)
@@ -237,7 +237,7 @@ def lesion_map(rng: np.random.Generator, grid: BeamGrid, echo: np.ndarray, label
         texture = np.exp(0.7 * smooth_field(rng, echo.shape, tex_cells))
         total_loss = rng.uniform(1.0, 2.2)           # nepers across the lesion: posterior shadow
     elif rng.random() < 0.45:                        # simple cyst: anechoic
-        ratio, texture, total_loss = rng.uniform(0.01, 0.03), 1.0, -rng.uniform(0.6, 1.1)
+        ratio, texture, total_loss = rng.uniform(0.001, 0.006), 1.0, -rng.uniform(0.5, 1.0)
     else:                                            # solid benign (fibroadenoma-like): homogeneous
         ratio = rng.uniform(0.06, 0.18)
         texture = np.exp(0.12 * smooth_field(rng, echo.shape, tex_cells))
@@ -253,4 +253,7 @@ def lesion_map(rng: np.random.Generator, grid: BeamGrid, echo: np.ndarray, label
     if not malignant and rng.random() < 0.5:         # thin echogenic capsule
         out[near] += 0.8 * contrast * np.exp(-(gap / 0.03) ** 2)
     alpha = occ * np.float32(total_loss * min(contrast, 1.5) / (height * grid.nd / depth))
+    if not malignant and rng.random() < 0.6:         # refraction at the curved sides: thin edge shadows
+        sides = (np.abs(gap) < 0.06) & (np.abs(u[near]) > 0.9 * margin)
+        alpha[near] += sides * np.float32(rng.uniform(0.02, 0.05) * min(contrast, 1.5))
     return np.maximum(out, 0.0).astype(np.float32), occ, alpha.astype(np.float32)
