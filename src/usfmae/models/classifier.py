@@ -48,9 +48,11 @@ class EncoderClassifier(nn.Module):
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         if isinstance(mae_or_encoder, VisionTransformerEncoder) and type(mae_or_encoder) is not VisionTransformerEncoder:
             mae_or_encoder = encoder_from_mae(mae_or_encoder)
+        if not (hasattr(mae_or_encoder, "forward_features") and hasattr(mae_or_encoder, "num_features")):
+            raise ConfigError(f"{type(mae_or_encoder).__name__} is not a ViT encoder (needs forward_features, num_features)")
         self.encoder = mae_or_encoder
         self.pool = pool
-        self.num_features = int(getattr(mae_or_encoder, "num_features"))
+        self.num_features = int(mae_or_encoder.num_features)
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(self.num_features, num_classes)
         # Small head init as in MAE fine-tuning, so the first steps do not wreck the features.
