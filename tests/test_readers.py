@@ -12,7 +12,6 @@ import av
 import cv2
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import SimpleITK as sitk
 from PIL import Image

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from usfmae.cli import main
-from usfmae.data.sources import (OPENUS46_TOTAL, check_root, downstream, find_source, folder_key, openus46)
+from usfmae.data.sources import OPENUS46_TOTAL, check_root, downstream, find_source, folder_key, openus46
 from usfmae.errors import DataError
 
 

@@ -90,7 +90,7 @@ def find_overlap(pretrain: pd.DataFrame, evaluation: pd.DataFrame, threshold: in
     ev = evaluation.rename(columns={c: f"eval_{c}" for c in HASH_COLUMNS})
     exact = ev.merge(pre, left_on="eval_pixel_hash", right_on="pretrain_pixel_hash")
     exact = exact.assign(match="exact", distance=0)
-    exact_keys = set(zip(exact["eval_id"], exact["pretrain_id"]))
+    exact_keys = set(zip(exact["eval_id"], exact["pretrain_id"], strict=True))
     index = HammingIndex(threshold)
     for slot, value in enumerate(pretrain["phash"].to_numpy()):
         index.add(phash_from_int64(value), slot)

@@ -104,7 +104,7 @@ class HammingIndex:
         self.threshold = threshold
         n_blocks = threshold + 1
         edges = np.linspace(0, PHASH_BITS, n_blocks + 1).round().astype(int)
-        self._blocks = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+        self._blocks = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
         self._buckets: list[dict[int, list[int]]] = [{} for _ in self._blocks]
         self._hashes: list[int] = []
         self._keys: list[Hashable] = []
@@ -121,13 +121,13 @@ class HammingIndex:
         slot = len(self._hashes)
         self._hashes.append(h & _MASK64)
         self._keys.append(key)
-        for buckets, value in zip(self._buckets, self._block_values(h)):
+        for buckets, value in zip(self._buckets, self._block_values(h), strict=True):
             buckets.setdefault(value, []).append(slot)
 
     def query(self, h: int) -> list[tuple[Hashable, int]]:
         """All stored ``(key, distance)`` with distance <= threshold, in insertion order."""
         slots: set[int] = set()
-        for buckets, value in zip(self._buckets, self._block_values(h)):
+        for buckets, value in zip(self._buckets, self._block_values(h), strict=True):
             slots.update(buckets.get(value, ()))
         hits = []
         for slot in sorted(slots):

@@ -239,7 +239,7 @@ def read_dicom(path: Path, group_id: str, fps: float = 3.0, scale: str = "minmax
     bit_depth = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
     signed = int(ds.get("PixelRepresentation") or 0) == 1
     try:
-        for index, arr in zip(indices, iter_pixels(path, indices=indices)):
+        for index, arr in zip(indices, iter_pixels(path, indices=indices), strict=True):
             if photometric == "PALETTE COLOR":
                 arr = apply_color_lut(arr, ds)
                 arr = to_uint8(arr, 16, "bits") if arr.dtype != np.uint8 else arr

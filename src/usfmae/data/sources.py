@@ -112,7 +112,7 @@ def find_source(name: str) -> Source | None:
 def count_files(folder: Path) -> int:
     """Non-hidden files below ``folder`` (recursively)."""
     total = 0
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for _, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         total += sum(1 for f in filenames if not f.startswith("."))
     return total
