@@ -6,6 +6,11 @@ frame against the clean one (whole frame, grey). Means over the set; the worst t
 The paper's thresholds are in native pixels, so a larger size (600) is evaluated besides 224.
 
     python bench/clean_quality.py --n 16 --sizes 224 600
+    python bench/clean_quality.py --n 4 --sizes 224 --figures docs/figures   # also the README figures
+
+``--figures`` writes ``clean_phantom.png`` (phantom frames: original | paper | usfmae | truth) and
+``clean_real_dicom.png`` (the real ultrasound DICOMs shipped by pydicom / pydicom-data: original |
+paper | usfmae), each row at its native resolution before the 224 resize.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from usfmae.data.clean import quality_metrics, remove_annotations
+from usfmae.data.clean import as_rgb, quality_metrics, remove_annotations
 from usfmae.data.phantom import PhantomConfig, generate_sample
+from usfmae.fileio import atomic_path
 
 
 def evaluate(method: str, size: int, n: int, seed: int = 0) -> dict[str, float]:
@@ -37,11 +44,75 @@ def evaluate(method: str, size: int, n: int, seed: int = 0) -> dict[str, float]:
     return out
 
 
+REAL_DICOMS = ("US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm", "examples_ybr_color.dcm", "examples_palette.dcm",
+               "examples_rgb_color.dcm")
+
+
+def read_dicom_rgb(name: str) -> np.ndarray:
+    """Frame 0 of a pydicom test file as (H, W, 3) uint8 RGB (YBR and palette converted)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import apply_color_lut
+
+    # Explicit names only: a wildcard search makes pydicom-data try to download the whole set.
+    ds = pydicom.dcmread(get_testdata_file(name))
+    ds.pixel_array_options(index=0)  # frame 0 of a cine; pydicom 3 converts YBR to RGB by default
+    pixels = ds.pixel_array
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    if pixels.dtype != np.uint8:
+        top = 65535.0 if pixels.max() > 255 else 255.0
+        pixels = (pixels.astype(np.float64) * 255.0 / top).round().astype(np.uint8)
+    return as_rgb(pixels)
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    out = tile.copy()
+    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 64, 64), 1, cv2.LINE_AA)
+    return out
+
+
+def _sheet(rows: list[list[np.ndarray]], height: int) -> np.ndarray:
+    """Rows of RGB tiles scaled to ``height`` px tall, separated by white gaps."""
+    lines = []
+    for tiles in rows:
+        scaled = [cv2.resize(t, (round(t.shape[1] * height / t.shape[0]), height), interpolation=cv2.INTER_AREA)
+                  for t in tiles]
+        gap = np.full((height, 6, 3), 255, np.uint8)
+        lines.append(np.hstack([x for t in scaled for x in (t, gap)][:-1]))
+    width = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
+    return np.vstack(lines)[:-6]
+
+
+def write_figures(out_dir: Path, n: int, seed: int) -> None:
+    """The README's before/after figures (phantom and real DICOMs)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(n):
+        sample = generate_sample(seed, index, PhantomConfig(size=400))
+        paper = remove_annotations(sample.image, "paper")
+        ours = remove_annotations(sample.image, "usfmae")
+        truth = np.repeat(sample.clean[..., None], 3, axis=2)
+        rows.append([_label(sample.image, "original"), _label(paper.image, "paper"), _label(ours.image, "usfmae"),
+                     _label(truth, "ground truth")])
+    with atomic_path(out_dir / "clean_phantom.png") as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(_sheet(rows, 300), cv2.COLOR_RGB2BGR))
+    rows = []
+    for name in REAL_DICOMS:
+        image = read_dicom_rgb(name)
+        rows.append([_label(image, name), _label(remove_annotations(image, "paper").image, "paper"),
+                     _label(remove_annotations(image, "usfmae").image, "usfmae")])
+    with atomic_path(out_dir / "clean_real_dicom.png") as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(_sheet(rows, 300), cv2.COLOR_RGB2BGR))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=16, help="phantom frames per size")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 600])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--figures", type=Path, help="also write the before/after figures to this folder")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     result = {"bench": "clean_quality", "n": args.n, "seed": args.seed}
@@ -49,6 +120,8 @@ def main() -> None:
         for method in ("paper", "usfmae"):
             result[f"{method}_{size}"] = evaluate(method, size, args.n, args.seed)
     print(json.dumps(result))
+    if args.figures:
+        write_figures(args.figures, 4, args.seed)
 
 
 if __name__ == "__main__":
