@@ -8,6 +8,8 @@ from sklearn import metrics as skm
 
 from usfmae.eval.metrics import (
     CM_METRICS,
+    _bootstrap_auroc,
+    _resample_indices,
     aggregate,
     bootstrap_ci,
     bootstrap_cis,
@@ -90,6 +92,26 @@ def test_bootstrap_deterministic_and_contains_point() -> None:
         assert low < point[name] < high, name
         assert high - low < 0.2
     assert bootstrap_ci(y_true, y_pred, scores, "f1_macro", n_boot=300, seed=7) == a["f1_macro"]
+
+
+@pytest.mark.parametrize(("n", "n_classes"), [(120, 2), (60, 4), (20, 5)])
+def test_vectorised_bootstrap_auroc_equals_sklearn_per_resample(n: int, n_classes: int) -> None:
+    rng = np.random.default_rng(n)
+    y_true = rng.integers(0, n_classes, n)
+    scores = np.round(_scores(y_true, n_classes, seed=n), 1)  # rounding makes ties
+    idx = _resample_indices(n, 100, seed=0)
+    fast = _bootstrap_auroc(y_true, scores, idx, n_classes)
+    slow = []
+    for i in idx:  # resamples missing a class are undefined in both
+        defined = len(np.unique(y_true[i])) == n_classes
+        if not defined:
+            slow.append(np.nan)
+        elif n_classes == 2:
+            slow.append(skm.roc_auc_score(y_true[i], scores[i, 1]))
+        else:
+            # sklearn's "ovr" macro is this mean (it refuses rounded scores that do not sum to one)
+            slow.append(np.mean([skm.roc_auc_score(y_true[i] == c, scores[i, c]) for c in range(n_classes)]))
+    np.testing.assert_allclose(fast, np.array(slow), rtol=0, atol=1e-12)
 
 
 def test_bootstrap_callable_matches_named() -> None:

@@ -137,6 +137,41 @@ def metrics_from_confusion(cm: np.ndarray, name: str) -> np.ndarray:
     return np.divide((per_class * support).sum(-1), total, out=np.zeros_like(total), where=total > 0)
 
 
+def _weighted_auroc(weights: np.ndarray, positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Binary AUROC of many reweighted copies of one data set (Mann-Whitney, ties count half).
+
+    Args:
+        weights: (B, N) multiplicity of each sample in each bootstrap resample.
+        positive: (N,) bool, the positive class.
+        scores: (N,) positive-class scores.
+
+    Returns:
+        (B,) AUROC per resample; nan where a resample lacks positives or negatives.
+    """
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # tie groups
+    w = weights[:, order]
+    pos = np.add.reduceat(w * positive[order], starts, axis=1)  # (B, U) positive weight per score value
+    neg = np.add.reduceat(w * ~positive[order], starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives with a strictly lower score
+    numerator = (pos * (below + 0.5 * neg)).sum(axis=1)
+    denominator = pos.sum(axis=1) * neg.sum(axis=1)
+    return np.divide(numerator, denominator, out=np.full(len(w), np.nan), where=denominator > 0)
+
+
+def _bootstrap_auroc(y_true: np.ndarray, scores: np.ndarray, idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """(B,) AUROC (binary, or one-vs-rest macro) of each resample ``idx`` (B, N); nan where undefined."""
+    n_boot, n = idx.shape
+    weights = np.bincount((np.arange(n_boot)[:, None] * n + idx).ravel(), minlength=n_boot * n)
+    weights = weights.reshape(n_boot, n).astype(np.float64)
+    if n_classes == 2:
+        return _weighted_auroc(weights, y_true == 1, _positive_scores(scores))
+    # Undefined (nan) when a class is missing from a resample, as auroc() returns None then.
+    per_class = [_weighted_auroc(weights, y_true == c, scores[:, c]) for c in range(n_classes)]
+    return np.mean(per_class, axis=0)
+
+
 def _resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) indices drawn with replacement; fixed by ``seed``."""
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
@@ -172,7 +207,7 @@ def bootstrap_cis(y_true: Sequence[int], y_pred: Sequence[int], y_score: np.ndar
         if name == "auroc":
             if scores is None:
                 raise ValueError("auroc needs y_score")
-            values = np.array([np.nan if (v := auroc(y_true[i], scores[i], c)) is None else v for i in idx])
+            values = _bootstrap_auroc(y_true, scores, idx, c)
         else:
             values = metrics_from_confusion(cms, name)
         finite = values[np.isfinite(values)]
