@@ -34,7 +34,7 @@ class AugmentConfig:
     """Parameter ranges; each range is (low, high) sampled uniformly (ratio: log-uniformly).
 
     Attributes:
-        rotation: rotation angle in degrees (paper: 0-90).
+        rotation: rotation angle in degrees, counter-clockwise (paper: 0-90).
         hflip: probability of a horizontal flip.
         vflip: probability of a vertical flip.
         scale: crop area as a fraction of the image area; > 1 zooms out with zero padding.
@@ -113,8 +113,9 @@ def affine_matrices(p: AugmentParams, height: int, width: int) -> torch.Tensor:
     n = p.angle.shape[0]
     dev = p.angle.device
     eye = torch.eye(3, dtype=torch.float64, device=dev).repeat(n, 1, 1)
-    # 1) inverse rotation about the image centre.
-    theta = torch.deg2rad(p.angle)
+    # 1) inverse rotation about the image centre; a positive angle turns the picture
+    #    counter-clockwise on screen (y down), as torchvision's rotate does.
+    theta = torch.deg2rad(-p.angle)
     cos, sin = torch.cos(theta), torch.sin(theta)
     cx, cy = width / 2.0, height / 2.0
     rot = eye.clone()
