@@ -10,7 +10,15 @@ from test_ingest import texture
 
 from usfmae.cli import main
 from usfmae.data.audit import find_overlap, hash_folder, run_audit
-from usfmae.data.hashing import HammingIndex, hamming, hamming_matrix, phash, phash_from_int64, phash_to_int64
+from usfmae.data.hashing import (
+    GroupedHammingIndex,
+    HammingIndex,
+    hamming,
+    hamming_matrix,
+    phash,
+    phash_from_int64,
+    phash_to_int64,
+)
 from usfmae.data.ingest import IngestConfig, run_ingest
 from usfmae.errors import DataError
 
@@ -96,6 +104,19 @@ def test_int64_round_trip_and_hamming_matrix():
     arr = np.array(values, np.uint64)
     expected = [[hamming(x, y) for y in values] for x in values]
     assert hamming_matrix(arr, arr).tolist() == expected
+
+
+def test_grouped_index_promotion_keeps_answers():
+    rng = np.random.default_rng(5)
+    codes = [int(c) for c in rng.integers(0, 2**62, 150, dtype=np.uint64)]
+    small, big = GroupedHammingIndex(6, promote_at=10**6), GroupedHammingIndex(6, promote_at=8)
+    for i, code in enumerate(codes):
+        for index in (small, big):
+            index.add(i % 3, code, i)
+    probes = [codes[i] ^ (1 << (i % 64)) ^ (1 << ((3 * i) % 64)) for i in range(150)]
+    for i, probe in enumerate(probes):
+        assert small.nearest(i % 3, probe) == big.nearest(i % 3, probe)
+    assert small.nearest(0, codes[0] ^ 0b111) == (0, 3) and small.nearest(7, codes[0]) is None
 
 
 @pytest.mark.parametrize("threshold", [0, 3, 6, 10])

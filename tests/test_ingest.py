@@ -142,6 +142,22 @@ def test_exclude_marks_listed_frames(root, tmp_path):
         ingest(root, tmp_path / "out2", exclude=str(pairs))
 
 
+def test_masks_rejected_and_root_level_files(tmp_path):
+    root = tmp_path / "myroot"
+    (root / "S").mkdir(parents=True)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 8:20] = 255
+    cv2.imwrite(str(root / "S" / "mask.png"), mask)
+    cv2.imwrite(str(root / "top.png"), texture(5))
+    _, m = ingest(root, tmp_path / "out")
+    rows = m.set_index("path")
+    assert rows.loc["S/mask.png", "status"] == "rejected"
+    assert rows.loc["S/mask.png", "reason"] == "only 2 distinct levels (a segmentation mask?)"
+    assert (rows.loc["top.png", "source"], rows.loc["top.png", "status"]) == ("myroot", "ok")
+    _, kept = ingest(root, tmp_path / "out2", min_levels=1)
+    assert kept.set_index("path").loc["S/mask.png", "status"] == "ok"
+
+
 def test_bad_settings_and_folders(tmp_path):
     with pytest.raises(ConfigError, match="phash-threshold"):
         IngestConfig(phash_threshold=40)

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from usfmae.data.hashing import HammingIndex, phash, phash_from_int64, phash_to_int64, pixel_hash
-from usfmae.data.ingest import _frame_id, list_files
+from usfmae.data.ingest import _frame_id, list_files, source_of
 from usfmae.data.readers import detect_kind, read_frames
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, atomic_path, write_json
@@ -48,7 +48,7 @@ def hash_folder(folder: str | Path, fps: float = 3.0, axis: int = 2, rejects: Re
         try:
             for frame in read_frames(file, fps=fps, axis=axis):
                 rows.append({"id": _frame_id(rel, frame.index),
-                             "source": rel.parts[0] if len(rel.parts) > 1 else folder.name,
+                             "source": source_of(rel, folder),
                              "path": rel_path, "pixel_hash": pixel_hash(frame.pixels),
                              "phash": phash_to_int64(phash(frame.pixels))})
         except DataError as exc:

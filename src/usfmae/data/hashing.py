@@ -140,3 +140,44 @@ class HammingIndex:
         """The closest stored ``(key, distance)`` within the threshold (earliest on ties), or None."""
         hits = self.query(h)
         return min(hits, key=lambda kd: kd[1]) if hits else None
+
+
+class GroupedHammingIndex:
+    """Per-group near-duplicate search that stays small for corpora of many tiny groups.
+
+    Most groups are one image or a short clip: those keep a plain list scanned linearly; a group
+    that grows past ``promote_at`` members gets its own :class:`HammingIndex`.
+
+    Args:
+        threshold: largest Hamming distance that counts as a match.
+        promote_at: group size from which a bucket index replaces the linear scan.
+    """
+
+    def __init__(self, threshold: int, promote_at: int = 64) -> None:
+        self.threshold, self.promote_at = threshold, promote_at
+        self._lists: dict[Hashable, list[tuple[int, Hashable]]] = {}
+        self._indexes: dict[Hashable, HammingIndex] = {}
+
+    def add(self, group: Hashable, h: int, key: Hashable) -> None:
+        """Store hash ``h`` under ``key`` in ``group``."""
+        if group in self._indexes:
+            self._indexes[group].add(h, key)
+            return
+        members = self._lists.setdefault(group, [])
+        members.append((h & _MASK64, key))
+        if len(members) >= self.promote_at:
+            index = HammingIndex(self.threshold)
+            for value, k in self._lists.pop(group):
+                index.add(value, k)
+            self._indexes[group] = index
+
+    def nearest(self, group: Hashable, h: int) -> tuple[Hashable, int] | None:
+        """Closest ``(key, distance)`` in ``group`` within the threshold (earliest on ties), or None."""
+        if group in self._indexes:
+            return self._indexes[group].nearest(h)
+        best = None
+        for value, key in self._lists.get(group, ()):
+            distance = hamming(h, value)
+            if distance <= self.threshold and (best is None or distance < best[1]):
+                best = (key, distance)
+        return best

@@ -31,12 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from usfmae.config import check, opt, save_config
-from usfmae.data.hashing import HammingIndex, hamming, phash, phash_to_hex, phash_to_int64, pixel_hash
+from usfmae.data.hashing import (
+    GroupedHammingIndex,
+    hamming,
+    phash,
+    phash_from_int64,
+    phash_to_hex,
+    phash_to_int64,
+    pixel_hash,
+)
 from usfmae.data.readers import SCALES, detect_kind, read_frames
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, append_jsonl, atomic_path, read_jsonl
@@ -73,16 +82,19 @@ class IngestConfig:
     workers: int = opt(0, "worker processes (0 = CPU cores - 1)")
     exclude: str | None = opt(None, "audit pairs file (CSV/Parquet with pretrain_id); those frames are excluded")
     png_compression: int = opt(1, "PNG zlib level 0-9 (0 = stored: fastest, largest files)")
+    min_levels: int = opt(3, "frames with fewer distinct gray levels per channel are rejected "
+                             "(1 = constant; 2 = binary, i.e. segmentation masks shipped beside images)")
 
     def __post_init__(self) -> None:
         check(self.fps >= 0, "fps must be >= 0 (0 keeps every frame)")
         check(0 <= self.phash_threshold <= 31, "phash-threshold must be between 0 and 31")
         check(self.workers >= 0, "workers must be >= 0")
         check(0 <= self.png_compression <= 9, "png-compression must be 0..9")
+        check(1 <= self.min_levels <= 256, "min-levels must be 1..256")
 
     def recipe(self) -> str:
         """Settings that change what a worker produces for a file (a change re-processes it)."""
-        keys = ("fps", "axis", "scale", "near_dup", "phash_threshold")
+        keys = ("fps", "axis", "scale", "near_dup", "phash_threshold", "min_levels")
         return json.dumps([_FORMAT] + [getattr(self, k) for k in keys])
 
 
@@ -91,9 +103,20 @@ def _frame_id(rel: Path, index: int) -> str:
     return rel.with_name(rel.name.replace(".", "_")).as_posix() + f"_{index:05d}"
 
 
-def _row(rel: Path, kind: str | None, **values: Any) -> dict[str, Any]:
+def distinct_levels(pixels: np.ndarray) -> int:
+    """Number of distinct values of the most varied channel of a uint8 (H,W) or (H,W,3) frame."""
+    channels = [pixels] if pixels.ndim == 2 else [pixels[..., c] for c in range(pixels.shape[2])]
+    return max(int(np.count_nonzero(np.bincount(c.ravel(), minlength=256))) for c in channels)
+
+
+def source_of(rel: Path, root: Path) -> str:
+    """The source of a file: its first sub-folder under ROOT, or ROOT's own name for files in ROOT."""
+    return rel.parts[0] if len(rel.parts) > 1 else root.resolve().name
+
+
+def _row(rel: Path, root: Path, kind: str | None, **values: Any) -> dict[str, Any]:
     row = {name: None for name in MANIFEST_SCHEMA.names}
-    row.update(source=rel.parts[0] if len(rel.parts) > 1 else "", path=rel.as_posix(), kind=kind,
+    row.update(source=source_of(rel, root), path=rel.as_posix(), kind=kind,
                status="ok", reason="", phash_distance=-1)
     row.update(values)
     return row
@@ -122,7 +145,7 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
                                  scale=cfg.scale):
             pixels = frame.pixels
             fid, h, p = _frame_id(rel, frame.index), pixel_hash(pixels), phash(pixels)
-            row = _row(rel, kind, id=fid, frame_index=frame.index, timestamp=frame.timestamp,
+            row = _row(rel, Path(root), kind, id=fid, frame_index=frame.index, timestamp=frame.timestamp,
                        width=pixels.shape[1], height=pixels.shape[0],
                        channels=1 if pixels.ndim == 2 else pixels.shape[2], bit_depth=frame.bit_depth,
                        pixel_hash=h, phash=phash_to_int64(p), phash_hex=phash_to_hex(p),
@@ -131,8 +154,10 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
             if cfg.near_dup != "keep" and h not in seen:
                 near = min(((hamming(p, q), qid) for q, qid in kept), default=None)
                 near = near if near is not None and near[0] <= cfg.phash_threshold else None
-            if pixels.max() == pixels.min():
-                row.update(status="rejected", reason="constant frame (no image content)")
+            levels = distinct_levels(pixels) if cfg.min_levels > 1 else 1
+            if levels < cfg.min_levels:
+                row.update(status="rejected", reason="constant frame (no image content)" if levels == 1 else
+                           f"only {levels} distinct levels (a segmentation mask?)")
             elif h in seen:
                 row.update(status="duplicate", duplicate_of=seen[h], reason="same pixels as an earlier frame")
             elif near is not None:
@@ -154,7 +179,7 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
         reason = error or "no frames (every frame or slice empty)"
         if rows:
             reason = f"stopped after {len(rows)} frame(s): {reason}"
-        rows.append(_row(rel, kind, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
+        rows.append(_row(rel, Path(root), kind, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
                          status="rejected", reason=reason))
     record["rows"] = rows
     return record
@@ -203,7 +228,7 @@ def read_exclude_ids(path: str | Path) -> set[str]:
 def finalize(records: list[dict[str, Any]], cfg: IngestConfig, exclude: set[str]) -> list[dict[str, Any]]:
     """Cross-file decisions on rows in path, frame order: exact / near duplicates, exclusions."""
     first: dict[str, str] = {}
-    indexes: dict[str, HammingIndex] = {}
+    near = GroupedHammingIndex(cfg.phash_threshold)
     rows = []
     for record in sorted(records, key=lambda r: r["path"]):
         for row in record["rows"]:
@@ -217,16 +242,15 @@ def finalize(records: list[dict[str, Any]], cfg: IngestConfig, exclude: set[str]
                     row.update(status="duplicate", duplicate_of=first[h], phash_distance=-1,
                                reason="same pixels as an earlier frame")
                 elif cfg.near_dup != "keep" and not row["duplicate_of"]:
-                    key = row["group_id"] if cfg.near_dup_scope == "group" else ""
-                    index = indexes.setdefault(key, HammingIndex(cfg.phash_threshold))
-                    hit = index.nearest(row["phash"] & ((1 << 64) - 1))
+                    group = row["group_id"] if cfg.near_dup_scope == "group" else ""
+                    hit = near.nearest(group, phash_from_int64(row["phash"]))
                     if hit is not None:
                         scope = "group" if cfg.near_dup_scope == "group" else "corpus"
                         row.update(duplicate_of=hit[0], phash_distance=hit[1],
                                    status="near_duplicate" if cfg.near_dup == "drop" else "ok",
                                    reason=f"pHash distance {hit[1]} to an earlier frame of the same {scope}")
                     else:
-                        index.add(row["phash"] & ((1 << 64) - 1), row["id"])
+                        near.add(group, phash_from_int64(row["phash"]), row["id"])
             first.setdefault(h, row["id"])
             if row["id"] in exclude:
                 row.update(status="excluded", reason="overlaps an evaluation frame (audit pairs file)")
