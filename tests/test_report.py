@@ -160,6 +160,12 @@ def test_report_cli_user_errors(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err == f"usfmae report: error: {tmp_path}: no result files (usfmae.result/1) found"
     assert main(["report", str(tmp_path), "--n-boot", "1"]) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["report", str(tmp_path), "--out", str(blocker / "sub")]) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "typo")]) == 2
+    assert not (tmp_path / "typo").exists()
 
 
 def test_cell_records_from_finetune_and_file_lists(tmp_path: Path) -> None:

@@ -354,7 +354,13 @@ def write_report(results_dir: str | Path, cfg: ReportConfig) -> dict[str, list[P
     """Write table.md, table.csv, confusion matrices and label-efficiency plots/CSV to ``cfg.out``."""
     from usfmae.eval.plots import plot_confusion_matrix, plot_label_efficiency
 
+    if not Path(results_dir).is_dir():
+        raise DataError(f"{results_dir}: results folder not found")
     out = Path(cfg.out) if cfg.out else Path(results_dir) / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
     results = load_results(results_dir, RejectLog(out / "rejects.jsonl", log))
     table = build_table(results, cfg.average, cfg.with_paper, cfg.ci, cfg.label_fraction, cfg.n_boot, cfg.seed,
                         cfg.models)
