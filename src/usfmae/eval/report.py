@@ -195,8 +195,9 @@ def cell_stats(results: Sequence[dict], average: str, ci: bool = False, n_boot: 
     names = [f"{m}_{average}" for m in METRICS]
     intervals: dict[str, tuple[float, float]] = {}
     if ci and all("predictions" in r for r in results):
-        # Pool every fold's (and seed's) held-out predictions; with several seeds a sample appears
-        # once per seed, which makes the interval slightly narrow (noted under the table).
+        # Pool every fold's (and seed's) held-out predictions: with k folds each image is tested
+        # once, so this is the interval of the whole data set. With several seeds an image appears
+        # once per seed, which makes the interval somewhat too narrow.
         y_true = np.concatenate([r["predictions"]["y_true"] for r in results]).astype(np.int64)
         y_pred = np.concatenate([r["predictions"]["y_pred"] for r in results]).astype(np.int64)
         n_classes = len(results[0]["metrics"].get("classes", [])) or None
