@@ -141,7 +141,8 @@ def speckle_field(rng: np.random.Generator, amplitude: np.ndarray, axial_sigma: 
     far = cv2.sepFilter2D(z, cv2.CV_32F, k2, ka, borderType=cv2.BORDER_REFLECT)
     # Correlation of the two filtered fields, so the depth blend keeps unit variance exactly.
     pad = (len(k2) - len(k1)) // 2
-    rho = float(np.dot(np.pad(k1, (max(pad, 0),) * 2), k2) if pad >= 0 else np.dot(k1, np.pad(k2, (-pad,) * 2)))
+    a, b = (np.pad(k1, (pad, pad)), k2) if pad >= 0 else (k1, np.pad(k2, (-pad, -pad)))
+    rho = math.fsum((a * b).tolist())            # exact, order-independent sum: deterministic
     w = blend.astype(np.float64)
     norm = np.sqrt((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * rho)
     near *= ((1 - w) / norm).astype(np.float32)[:, None, None]
@@ -151,8 +152,13 @@ def speckle_field(rng: np.random.Generator, amplitude: np.ndarray, axial_sigma: 
 
 
 def _magnitude(iq: np.ndarray) -> np.ndarray:
-    """(Nd, Nl) envelope |I + jQ| of an (Nd, Nl, 2) IQ field."""
-    return cv2.magnitude(np.ascontiguousarray(iq[..., 0]), np.ascontiguousarray(iq[..., 1]))
+    """(Nd, Nl) envelope |I + jQ| of an (Nd, Nl, 2) IQ field.
+
+    numpy, not ``cv2.magnitude``: the latter's result was seen to differ in the last bit between
+    calls on equal inputs, which would break byte-exact determinism.
+    """
+    i, q = iq[..., 0], iq[..., 1]
+    return np.sqrt(i * i + q * q)
 
 
 def simulate_bmode(rng: np.random.Generator, cfg: PhantomConfig, geometry: str, label: str) -> BMode:

@@ -249,7 +249,7 @@ def lesion_map(rng: np.random.Generator, grid: BeamGrid, echo: np.ndarray, label
     if malignant and rng.random() < 0.5:             # microcalcifications: a few bright points
         inside = np.flatnonzero(occ > 0.9)
         if inside.size:
-            out.flat[rng.choice(inside, size=min(inside.size, int(rng.integers(3, 9))), replace=False)] += 25.0
+            out.flat[rng.choice(inside, size=min(inside.size, int(rng.integers(3, 9))), replace=False)] += 25.0 * contrast
     if not malignant and rng.random() < 0.5:         # thin echogenic capsule
         out[near] += 0.8 * contrast * np.exp(-(gap / 0.03) ** 2)
     alpha = occ * np.float32(total_loss * min(contrast, 1.5) / (height * grid.nd / depth))

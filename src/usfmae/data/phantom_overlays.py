@@ -9,14 +9,17 @@ grey level, so "drawn" and "changed" are the same set.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from usfmae.data.phantom_anatomy import BeamGrid
 
+PIL_FONT = -1   # Pillow's bundled TrueType font (same glyphs on every machine), drawn without anti-aliasing
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX,
-         cv2.FONT_HERSHEY_COMPLEX_SMALL, cv2.FONT_HERSHEY_TRIPLEX)
+         cv2.FONT_HERSHEY_COMPLEX_SMALL, cv2.FONT_HERSHEY_TRIPLEX, PIL_FONT)
 WHITE, GREY = (235, 235, 235), (170, 170, 170)
 COLOURS = ((255, 255, 0), (0, 255, 0), (0, 220, 255), (255, 160, 0), (255, 80, 200))  # yellow, green, cyan, orange, pink
 PROBES = {"linear": (("L12-5", "Breast"), ("L15-7io", "Small Parts"), ("ML6-15", "Thyroid"), ("L11-3", "MSK")),
@@ -35,10 +38,30 @@ class Layer:
 
     def text(self, text: str, org: tuple[int, int], font: int, height: float, colour, thick: int = 1) -> int:
         """Draw ``text`` with its baseline-left at ``org`` and cap height ~``height`` px; return its width."""
+        if font == PIL_FONT:
+            return self._pil_text(text, org, height, colour)
         (_, base_h), _ = cv2.getTextSize("0", font, 1.0, 1)
         scale = max(height / base_h, 0.2)
         cv2.putText(self.rgba, text, org, font, scale, (*colour, 255), thick, cv2.LINE_8)
         return cv2.getTextSize(text, font, scale, thick)[0][0]
+
+    def _pil_text(self, text: str, org: tuple[int, int], height: float, colour) -> int:
+        font = _pil_font(max(6, int(round(height * 1.25))))
+        ascent, descent = font.getmetrics()
+        width = max(1, int(font.getlength(text)) + 1)
+        canvas = Image.new("L", (width, ascent + descent))
+        draw = ImageDraw.Draw(canvas)
+        draw.fontmode = "1"                     # binary glyphs: every drawn pixel is fully opaque
+        draw.text((0, ascent), text, fill=255, font=font, anchor="ls")
+        glyphs = np.asarray(canvas) > 0
+        x0, y0 = org[0], org[1] - ascent
+        # Clip the glyph box to the screen.
+        gx0, gy0 = max(0, -x0), max(0, -y0)
+        gx1, gy1 = min(width, self.size - x0), min(ascent + descent, self.size - y0)
+        if gx1 > gx0 and gy1 > gy0:
+            region = self.rgba[y0 + gy0:y0 + gy1, x0 + gx0:x0 + gx1]
+            region[glyphs[gy0:gy1, gx0:gx1]] = (*colour, 255)
+        return width
 
     def line(self, p, q, colour, thick: int = 1) -> None:
         cv2.line(self.rgba, _pt(p), _pt(q), (*colour, 255), thick, cv2.LINE_8)
@@ -59,6 +82,11 @@ class Layer:
         else:
             self.line((x - arm, y), (x + arm, y), colour)
             self.line((x, y - arm), (x, y + arm), colour)
+
+
+@lru_cache(maxsize=32)
+def _pil_font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
 
 
 def _pt(p) -> tuple[int, int]:
