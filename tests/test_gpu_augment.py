@@ -54,9 +54,9 @@ def test_same_params_give_the_cpu_paths_pixels(channels):
     ({"hflip": 1.0}, lambda img: img[:, ::-1]),
     ({"vflip": 1.0}, lambda img: img[::-1]),
     ({"hflip": 1.0, "vflip": 1.0}, lambda img: img[::-1, ::-1]),
-    ({"angle": 90.0}, lambda img: np.rot90(img, k=-1)),  # transforms rotates clockwise on screen
-    # explicit OpenCV rotation about the centre (positive cv2 angles are counter-clockwise)
-    ({"angle": 37.0}, lambda img: cv2.warpAffine(img, cv2.getRotationMatrix2D((15.5, 15.5), -37.0, 1.0), (32, 32),
+    ({"angle": 90.0}, lambda img: np.rot90(img, k=1)),  # counter-clockwise on screen, like torchvision
+    # explicit OpenCV rotation about the centre (positive cv2 angles are counter-clockwise too)
+    ({"angle": 37.0}, lambda img: cv2.warpAffine(img, cv2.getRotationMatrix2D((15.5, 15.5), 37.0, 1.0), (32, 32),
                                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)),
     # top-left quadrant zoomed in x2: bilinear resize of the quadrant (border rows differ: skipped)
     ({"crop_w": 0.5, "crop_h": 0.5}, lambda img: cv2.resize(img[:16, :16], (32, 32), interpolation=cv2.INTER_LINEAR)),
@@ -126,11 +126,12 @@ def test_batch_and_per_image_paths_have_the_same_output_distribution():
         assert stats.ks_2samp(a, b).pvalue > 0.01
 
 
-def test_resize_and_channel_adaptation_without_augmentation():
+@pytest.mark.parametrize("size, antialias", [(24, False), (16, True)])  # shrink >= 1.5x is antialiased
+def test_resize_and_channel_adaptation_without_augmentation(size, antialias):
     imgs = _smooth_images(2, 32, 1)
-    out = GpuAugment(IDENTITY, 16, 3, mean=[0.0] * 3, std=[1.0] * 3, enabled=False)(imgs)
-    ref = F.interpolate(imgs.float() / 255, size=(16, 16), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(out, ref.expand(-1, 3, -1, -1), atol=1e-5, rtol=0)
+    out = GpuAugment(IDENTITY, size, 3, mean=[0.0] * 3, std=[1.0] * 3, enabled=False)(imgs)
+    ref = F.interpolate(imgs.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+    torch.testing.assert_close(out, ref.expand(-1, 3, -1, -1) / 255, atol=1e-5, rtol=0)
     rgb = torch.tensor([255, 0, 0], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 8, 8).contiguous()
     luma = GpuAugment(None, 8, 1, **RAW, enabled=False)(rgb)
     torch.testing.assert_close(luma, torch.full((1, 1, 8, 8), 0.299))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,75 +26,63 @@ import torch
 from usfmae.data.gpu_augment import GpuAugment
 from usfmae.data.store import ShardReader
 from usfmae.data.transforms import AugmentConfig
+from usfmae.errors import ConfigError
 
 _END = object()
 
 
-class ShardBatchLoader:
-    """Batches of uint8 frames (B, C, H, W) from a shard folder, deterministic per (seed, epoch).
+class FrameArray:
+    """In-memory stand-in for :class:`ShardReader` (same ``read_batch``), for small unpacked sources."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        if frames.ndim != 4 or frames.dtype != np.uint8:
+            raise ValueError(f"expected (N, H, W, C) uint8 frames, got {frames.dtype} {frames.shape}")
+        self.frames = np.ascontiguousarray(frames)
+        self.frame_shape: tuple[int, int, int] = tuple(frames.shape[1:])  # type: ignore[assignment]
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, max_bytes: int = 2 << 30) -> FrameArray:
+        """Stack a map-style dataset of (C, H, W) uint8 tensors (e.g. ``phantom:N``) into memory."""
+        first = dataset[0]
+        need = len(dataset) * first.numel()
+        if need > max_bytes:
+            raise ConfigError(f"the fast recipe would hold {need / 2**30:.1f} GiB of frames in memory; "
+                              "pack the corpus with `usfmae pack` and train from the shard folder")
+        frames = np.empty((len(dataset), *first.shape[1:], first.shape[0]), dtype=np.uint8)
+        for i in range(len(dataset)):
+            frames[i] = dataset[i].permute(1, 2, 0).numpy()
+        return cls(frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def read_batch(self, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return np.take(self.frames, np.asarray(indices, dtype=np.int64), axis=0, out=out)
+
+
+class BatchFetcher:
+    """Reads planned batches from a reader and delivers them on a device, ``prefetch`` batches ahead.
+
+    A background thread gathers each batch into host memory (page-locked when ``pin_memory``); the
+    consumer copies it to the device with ``non_blocking=True`` and hands the buffer back once a
+    CUDA event says the copy is done. Delivered tensors are (B, C, H, W) uint8 views of NHWC memory.
 
     Args:
-        shards: shard folder or an open :class:`ShardReader`.
-        batch_size: frames per batch on this rank.
-        seed: base seed; the order of epoch ``e`` depends on (seed, e) only.
-        rank, world_size: this process's share; ranks get disjoint indices and equal step counts.
-        shuffle: False keeps index order (e.g. for feature extraction).
-        drop_last: True (training) drops the frames that do not fill equal rank shares and the final
-            short batch; False pads the rank shares by wrapping around (as ``DistributedSampler``)
-            and keeps a final short batch.
+        reader: :class:`ShardReader` or :class:`FrameArray`.
         device: where batches are delivered.
         pin_memory: stage batches in page-locked memory (default: when ``device`` is CUDA).
         prefetch: batches read ahead by the background thread (0 reads in the caller's thread).
     """
 
-    def __init__(self, shards: str | os.PathLike | ShardReader, batch_size: int, *, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
-                 device: str | torch.device = "cpu", pin_memory: bool | None = None, prefetch: int = 2) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world of size {world_size}")
-        self.reader = shards if isinstance(shards, ShardReader) else ShardReader(shards)
-        self.batch_size, self.seed = int(batch_size), int(seed)
-        self.rank, self.world_size = int(rank), int(world_size)
-        self.shuffle, self.drop_last = shuffle, drop_last
+    def __init__(self, reader: ShardReader | FrameArray, device: str | torch.device = "cpu",
+                 pin_memory: bool | None = None, prefetch: int = 2) -> None:
+        self.reader = reader
         self.device = torch.device(device)
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
         self.prefetch = int(prefetch)
-        self.epoch, self.start_step = 0, 0
 
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        """Select the epoch's order and the step to start from (for a resumed run)."""
-        self.epoch, self.start_step = int(epoch), int(start_step)
-
-    def _rank_indices(self, epoch: int) -> np.ndarray:
-        n = len(self.reader)
-        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                 else np.arange(n, dtype=np.int64))
-        if self.drop_last:
-            order = order[: (n // self.world_size) * self.world_size]
-        elif n % self.world_size:
-            pad = self.world_size - n % self.world_size
-            order = np.concatenate([order, np.resize(order, pad)])
-        return order[self.rank::self.world_size]
-
-    def batch_indices(self, epoch: int | None = None) -> list[np.ndarray]:
-        """This rank's batches of epoch ``epoch`` (default: the current one), each sorted ascending."""
-        mine = self._rank_indices(self.epoch if epoch is None else epoch)
-        stop = (len(mine) // self.batch_size) * self.batch_size if self.drop_last else len(mine)
-        return [np.sort(mine[i:i + self.batch_size]) for i in range(0, stop, self.batch_size)]
-
-    def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        per_rank = len(self.reader) // self.world_size if self.drop_last else -(-len(self.reader) // self.world_size)
-        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
-
-    # -- iteration ------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        """Yield (B, C, H, W) uint8 tensors on ``device`` (a channels-first view of NHWC memory)."""
-        batches = self.batch_indices()[self.start_step:]
-        if not batches:
-            return
+    def fetch(self, batches: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+        """Yield one device batch per index array of ``batches`` (rows in the given order)."""
         if self.prefetch <= 0:
             for idx in batches:
                 host = torch.from_numpy(self.reader.read_batch(idx))
@@ -119,15 +107,14 @@ class ShardBatchLoader:
             free.put((buf, done))
         return dev.permute(0, 3, 1, 2)
 
-    def _threaded(self, batches: list[np.ndarray]) -> Iterator[torch.Tensor]:
+    def _threaded(self, batches: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
         ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        recycle = self.device.type != "cpu"
         # on CPU every batch gets fresh memory (the caller may keep it); on an accelerator a small
         # ring of (pinned) buffers is reused once the copy out of it has completed
-        free: queue.Queue | None = queue.Queue() if recycle else None
+        free: queue.Queue | None = queue.Queue() if self.device.type != "cpu" else None
         if free is not None:
             for _ in range(self.prefetch + 2):
-                free.put((self._new_buffer(self.batch_size), None))
+                free.put((None, None))  # allocated on first use, at the size of the batches
         stop = threading.Event()
 
         def put(item: Any) -> bool:
@@ -139,22 +126,26 @@ class ShardBatchLoader:
                     continue
             return False
 
+        def take_buffer(rows: int) -> torch.Tensor | None:
+            assert free is not None
+            while not stop.is_set():
+                try:
+                    buf, event = free.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if event is not None:
+                    event.synchronize()  # waits in this thread, never in the training loop
+                return buf if buf is not None and len(buf) >= rows else self._new_buffer(rows)
+            return None
+
         def produce() -> None:
             try:
                 for idx in batches:
+                    idx = np.asarray(idx, dtype=np.int64)
                     if free is None:
                         buf = torch.empty((len(idx), *self.reader.frame_shape), dtype=torch.uint8)
-                    else:
-                        while True:
-                            if stop.is_set():
-                                return
-                            try:
-                                buf, event = free.get(timeout=0.1)
-                                break
-                            except queue.Empty:
-                                continue
-                        if event is not None:
-                            event.synchronize()  # waits in this thread, never in the training loop
+                    elif (buf := take_buffer(len(idx))) is None:
+                        return
                     view = buf[: len(idx)]
                     self.reader.read_batch(idx, out=view.numpy())
                     if not put((buf, view)):
@@ -177,6 +168,71 @@ class ShardBatchLoader:
         finally:
             stop.set()
             thread.join()
+
+
+class ShardBatchLoader:
+    """Batches of uint8 frames (B, C, H, W) from a shard folder, deterministic per (seed, epoch).
+
+    Args:
+        shards: shard folder, an open :class:`ShardReader`, or a :class:`FrameArray`.
+        batch_size: frames per batch on this rank.
+        seed: base seed; the order of epoch ``e`` depends on (seed, e) only.
+        rank, world_size: this process's share; ranks get disjoint indices and equal step counts.
+        shuffle: False keeps index order (e.g. for feature extraction).
+        drop_last: True (training) drops the frames that do not fill equal rank shares and the final
+            short batch; False pads the rank shares by wrapping around (as ``DistributedSampler``)
+            and keeps a final short batch.
+        device, pin_memory, prefetch: as :class:`BatchFetcher`.
+    """
+
+    def __init__(self, shards: str | os.PathLike | ShardReader | FrameArray, batch_size: int, *, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True, drop_last: bool = True,
+                 device: str | torch.device = "cpu", pin_memory: bool | None = None, prefetch: int = 2) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.reader = shards if isinstance(shards, (ShardReader, FrameArray)) else ShardReader(shards)
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.fetcher = BatchFetcher(self.reader, device, pin_memory, prefetch)
+        self.epoch, self.start_step = 0, 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.fetcher.device
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Select the epoch's order and the step to start from (for a resumed run)."""
+        self.epoch, self.start_step = int(epoch), int(start_step)
+
+    def _rank_indices(self, epoch: int) -> np.ndarray:
+        n = len(self.reader)
+        order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                 else np.arange(n, dtype=np.int64))
+        if self.drop_last:
+            order = order[: (n // self.world_size) * self.world_size]
+        elif n % self.world_size:
+            pad = self.world_size - n % self.world_size
+            order = np.concatenate([order, np.resize(order, pad)])
+        return order[self.rank::self.world_size]
+
+    def batch_indices(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This rank's batches of epoch ``epoch`` (default: the current one), each sorted ascending."""
+        mine = self._rank_indices(self.epoch if epoch is None else epoch)
+        stop = (len(mine) // self.batch_size) * self.batch_size if self.drop_last else len(mine)
+        # sorted inside a batch: each shard's rows are one contiguous read (batch order is random anyway)
+        return [np.sort(mine[i:i + self.batch_size]) for i in range(0, stop, self.batch_size)]
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        per_rank = len(self.reader) // self.world_size if self.drop_last else -(-len(self.reader) // self.world_size)
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        """Yield (B, C, H, W) uint8 tensors on the device, from ``start_step`` of the epoch on."""
+        yield from self.fetcher.fetch(self.batch_indices()[self.start_step:])
 
 
 class FastPipeline:
@@ -232,3 +288,46 @@ def build_fast_pipeline(shards: str | os.PathLike | ShardReader, batch_size: int
     loader = ShardBatchLoader(shards, batch_size, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle,
                               drop_last=drop_last, device=device, prefetch=prefetch)
     return FastPipeline(loader, GpuAugment(aug_cfg, img_size, in_chans, mean, std, enabled=augment))
+
+
+def pretrain_pipeline(cfg: Any, dataset: Any, data_config: Mapping[str, Any], dist: Any) -> Any:
+    """The ``--recipe fast`` data pipeline for ``usfmae.train.pretrain`` (its ``DataPipeline`` contract).
+
+    The batch plan is the paper recipe's own ``StepBatchSampler`` (same epoch order, same
+    micro-batch/rank layout, same mid-epoch resume), so switching recipe changes how images are
+    read and augmented, not which images a step sees. Rows keep the plan's order. Each block of a
+    global batch is augmented with a generator seeded by (seed, step, first global row of the
+    block), so 1 process with accumulation and N processes draw identical augmentations.
+
+    Args:
+        cfg: ``PretrainConfig`` (uses batch_size, accum_steps, seed, augment, augment_config()).
+        dataset: from ``build_pretrain_dataset``; a shard folder's ``ShardDataset`` is read through
+            its memory-mapped ``reader``; any other small dataset is stacked into memory once.
+        data_config: the model's ``{"img_size", "in_chans", "mean", "std"}``.
+        dist: ``DistInfo`` (rank, world_size, device).
+
+    Returns:
+        ``usfmae.train.pretrain.DataPipeline``.
+    """
+    from usfmae.train.distributed import StepBatchSampler, local_rows, mix_seed
+    from usfmae.train.pretrain import DataPipeline
+
+    reader = getattr(dataset, "reader", None)
+    if not isinstance(reader, ShardReader):
+        reader = FrameArray.from_dataset(dataset)
+    sampler = StepBatchSampler(len(reader), cfg.batch_size, cfg.seed, dist, cfg.accum_steps)
+    fetcher = BatchFetcher(reader, dist.device)
+    augment = GpuAugment(cfg.augment_config(), int(data_config["img_size"]), int(data_config["in_chans"]),
+                         list(data_config["mean"]), list(data_config["std"]), enabled=bool(cfg.augment))
+    generator = torch.Generator()
+
+    def batches(epoch: int, start_step: int) -> Iterator[torch.Tensor]:
+        sampler.set_epoch(epoch, start_step)
+        return fetcher.fetch(np.fromiter((i for i, _ in batch), dtype=np.int64) for batch in sampler)
+
+    def transform(x: torch.Tensor, step: int, micro: int) -> torch.Tensor:
+        rows = local_rows(cfg.batch_size, dist.world_size, cfg.accum_steps, dist.rank, micro)
+        generator.manual_seed(mix_seed(cfg.seed, step, rows.start, 0xA06))
+        return augment(x, generator)
+
+    return DataPipeline(sampler.steps_per_epoch, batches, transform)

@@ -128,6 +128,12 @@ class GpuAugment:
             x = (x * torch.tensor(_LUMA, device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         elif c not in (1, self.in_chans):
             raise ValueError(f"cannot feed {c}-channel frames to a {self.in_chans}-channel model")
+        if min(h, w) >= 1.5 * self.out_size:
+            # a bilinear warp samples, it does not average: shrink with an antialiasing filter first
+            # (e.g. 224-pixel shards for a 64-pixel model), as area interpolation does on the CPU path
+            x = F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+            h = w = self.out_size
         size = [b, x.shape[1], self.out_size, self.out_size]
         if self.enabled or (h, w) != (self.out_size, self.out_size):
             if self.enabled:

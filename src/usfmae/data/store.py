@@ -230,7 +230,7 @@ class ShardWriter:
 class ShardReader:
     """Random access to a shard folder; every shard is memory-mapped read-only.
 
-    ``reader[i]`` is a (H, W, C) uint8 view into the page cache; ``read_batch`` copies a batch.
+    ``reader[i]`` copies one (H, W, C) uint8 frame out of the page cache; ``read_batch`` a batch.
     Pickling keeps only the path (a worker process re-maps the files instead of copying them).
     """
 
@@ -275,9 +275,9 @@ class ShardReader:
         return shard, index - int(self._starts[shard])
 
     def __getitem__(self, index: int) -> np.ndarray:
-        """(H, W, C) uint8 read-only view of frame ``index``."""
+        """(H, W, C) uint8 copy of frame ``index`` (writable, so torch.from_numpy is safe on it)."""
         shard, offset = self._locate(int(index))
-        return self._shards[shard][offset]
+        return np.array(self._shards[shard][offset])
 
     def read_batch(self, indices: Sequence[int] | np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Gather frames into one (B, H, W, C) uint8 array, in the order given.
