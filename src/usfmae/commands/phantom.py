@@ -42,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
         manifest = write_phantom_dataset(args.out, args.n, args.seed, cfg, progress=sys.stderr.isatty())
         print(f"wrote {args.n} images and {manifest}")
     if args.sheet is not None:
-        contact_sheet(args.sheet, seed=args.seed, size=cfg.size)
+        contact_sheet(args.sheet, seed=args.seed, size=cfg.size, cfg=cfg)
         print(f"wrote contact sheet {args.sheet}")
     return 0
