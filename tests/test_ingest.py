@@ -57,7 +57,7 @@ def ingest(root: Path, out: Path, **kwargs) -> tuple[dict, pd.DataFrame]:
 
 
 def status_of(manifest: pd.DataFrame, path: str) -> list[str]:
-    return manifest.loc[manifest["path"] == path, "status"].tolist()
+    return manifest.loc[manifest["source_path"] == path, "status"].tolist()
 
 
 def test_end_to_end_statuses_and_frames(root, tmp_path):
@@ -66,24 +66,25 @@ def test_end_to_end_statuses_and_frames(root, tmp_path):
     assert list(m.columns) == MANIFEST_SCHEMA.names
     assert result["files"] == 11 and result["processed"] == 11
     assert status_of(m, "SrcA/img1.png") == ["ok"]
-    dup = m[m["path"] == "SrcA/sub/copy_of_img1.bmp"].iloc[0]
+    dup = m[m["source_path"] == "SrcA/sub/copy_of_img1.bmp"].iloc[0]
     assert (dup["status"], dup["duplicate_of"]) == ("duplicate", "SrcA/img1_png_00000")
     assert status_of(m, "SrcA/z_noisy_img1.png") == ["ok"]  # different file = different group
-    video = m[m["path"] == "SrcB/clip.mp4"]
+    video = m[m["source_path"] == "SrcB/clip.mp4"]
     assert video["frame_index"].tolist() == list(range(0, 90, 10))
     assert video["status"].tolist() == ["ok"] + ["near_duplicate"] * 8
     assert set(video["duplicate_of"].iloc[1:]) == {"SrcB/clip_mp4_00000"}
-    cine = m[m["path"] == "SrcC/cine.dcm"]
+    cine = m[m["source_path"] == "SrcC/cine.dcm"]
     assert cine["frame_index"].tolist() == [0, 10, 20] and cine["group_id"].str.startswith("study:").all()
-    assert m.loc[m["path"] == "SrcC/vol.nii.gz", "frame_index"].tolist() == [0, 2, 4]
-    rejected = m[m["status"] == "rejected"].set_index("path")["reason"].to_dict()
+    assert m.loc[m["source_path"] == "SrcC/vol.nii.gz", "frame_index"].tolist() == [0, 2, 4]
+    rejected = m[m["status"] == "rejected"].set_index("source_path")["reason"].to_dict()
     assert sorted(rejected) == ["SrcC/bad.dcm", "SrcC/empty.png", "SrcC/notes.txt", "SrcC/trunc.jpg"]
     assert "unsupported file type .txt" in rejected["SrcC/notes.txt"]
     assert result["rejected"] == 4 and len((out / "rejects.jsonl").read_text().splitlines()) == 4
     ok = m[m["status"] == "ok"]
-    assert ok["frame_path"].notna().all() and set(ok["source"]) == {"SrcA", "SrcB", "SrcC"}
+    assert ok["path"].notna().all() and m.loc[m["status"] == "rejected", "path"].isna().all()
+    assert set(ok["source"]) == {"SrcA", "SrcB", "SrcC"}
     for row in ok.itertuples():  # every written PNG holds exactly the hashed pixels
-        pixels = cv2.imread(str(out / row.frame_path), cv2.IMREAD_UNCHANGED)
+        pixels = cv2.imread(str(out / row.path), cv2.IMREAD_UNCHANGED)
         pixels = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
         assert pixel_hash(pixels) == row.pixel_hash and pixels.shape[:2] == (row.height, row.width)
     assert len(m["id"].unique()) == len(m)
@@ -127,7 +128,7 @@ def test_near_duplicate_modes_on_video(tmp_path, mode, statuses, flagged):
 
 def test_corpus_wide_near_duplicates(root, tmp_path):
     _, m = ingest(root, tmp_path / "out", near_dup_scope="corpus")
-    row = m[m["path"] == "SrcA/z_noisy_img1.png"].iloc[0]
+    row = m[m["source_path"] == "SrcA/z_noisy_img1.png"].iloc[0]
     assert row["status"] == "near_duplicate" and row["duplicate_of"] == "SrcA/img1_png_00000"
     assert 0 <= row["phash_distance"] <= 6
 
@@ -150,12 +151,12 @@ def test_masks_rejected_and_root_level_files(tmp_path):
     cv2.imwrite(str(root / "S" / "mask.png"), mask)
     cv2.imwrite(str(root / "top.png"), texture(5))
     _, m = ingest(root, tmp_path / "out")
-    rows = m.set_index("path")
+    rows = m.set_index("source_path")
     assert rows.loc["S/mask.png", "status"] == "rejected"
     assert rows.loc["S/mask.png", "reason"] == "only 2 distinct levels (a segmentation mask?)"
     assert (rows.loc["top.png", "source"], rows.loc["top.png", "status"]) == ("myroot", "ok")
     _, kept = ingest(root, tmp_path / "out2", min_levels=1)
-    assert kept.set_index("path").loc["S/mask.png", "status"] == "ok"
+    assert kept.set_index("source_path").loc["S/mask.png", "status"] == "ok"
 
 
 def test_bad_settings_and_folders(tmp_path):

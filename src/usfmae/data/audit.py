@@ -75,6 +75,8 @@ def load_hashes(path: str | Path, statuses: tuple[str, ...] = ("ok",), **folder_
         raise DataError(f"{path}: manifest lacks column(s) {', '.join(missing)}; write it with usfmae ingest")
     if "status" in table.columns:
         table = table[table["status"].isin(statuses)]
+    if "source_path" in table.columns:  # ingest manifests: report the original file, not the PNG
+        table = table.assign(path=table["source_path"])
     return table[HASH_COLUMNS].reset_index(drop=True)
 
 

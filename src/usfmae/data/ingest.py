@@ -9,6 +9,13 @@ Layout: ``ROOT/<source>/...`` (the first sub-folder names the source). For every
     CORPUS/rejects.jsonl                                       files that could not be read, and why
     CORPUS/ingest_config.yaml, CORPUS/.ingest/progress.jsonl    resolved settings, per-file records
 
+Columns: ``id`` (``<source>/<relative path>_<ext>_<index>``), ``source``, ``path`` (the frame PNG,
+relative to CORPUS; empty when not written), ``source_path`` (the original file, relative to ROOT),
+``kind``, ``frame_index`` (frame, slice or page; -1 for a rejected file), ``timestamp`` (s), ``width``,
+``height``, ``channels``, ``bit_depth`` (of the stored data), ``pixel_hash`` (SHA-1), ``phash`` (int64
+view of the 64-bit pHash) and ``phash_hex``, ``group_id``, ``status``, ``reason``, ``duplicate_of``,
+``phash_distance``. Consumers take the rows with ``status == "ok"``.
+
 Statuses: ``ok``; ``duplicate`` (same pixels as an earlier frame, ``duplicate_of``);
 ``near_duplicate`` (pHash within ``phash_threshold`` bits of an earlier kept frame of the same
 group, or of the corpus with ``near_dup_scope=corpus``); ``excluded`` (listed by ``--exclude``, an
@@ -56,12 +63,13 @@ STATUSES = ("ok", "duplicate", "near_duplicate", "rejected", "excluded")
 _FORMAT = 1  # bump when the meaning of a progress record changes
 
 MANIFEST_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("path", pa.string()), ("kind", pa.string()),
+    ("id", pa.string()), ("source", pa.string()), ("path", pa.string()), ("source_path", pa.string()),
+    ("kind", pa.string()),
     ("frame_index", pa.int32()), ("timestamp", pa.float64()), ("width", pa.int32()),
     ("height", pa.int32()), ("channels", pa.int8()), ("bit_depth", pa.int8()),
     ("pixel_hash", pa.string()), ("phash", pa.int64()), ("phash_hex", pa.string()),
     ("group_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-    ("duplicate_of", pa.string()), ("phash_distance", pa.int8()), ("frame_path", pa.string()),
+    ("duplicate_of", pa.string()), ("phash_distance", pa.int8()),
 ])
 
 
@@ -116,7 +124,7 @@ def source_of(rel: Path, root: Path) -> str:
 
 def _row(rel: Path, root: Path, kind: str | None, **values: Any) -> dict[str, Any]:
     row = {name: None for name in MANIFEST_SCHEMA.names}
-    row.update(source=source_of(rel, root), path=rel.as_posix(), kind=kind,
+    row.update(source=source_of(rel, root), source_path=rel.as_posix(), kind=kind,
                status="ok", reason="", phash_distance=-1)
     row.update(values)
     return row
@@ -168,8 +176,8 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
             if row["status"] == "ok":
                 if near is None:
                     kept.append((p, fid))
-                row["frame_path"] = f"frames/{fid}.png"
-                _write_png(Path(out) / row["frame_path"], pixels, cfg.png_compression)
+                row["path"] = f"frames/{fid}.png"
+                _write_png(Path(out) / row["path"], pixels, cfg.png_compression)
             rows.append(row)
     except DataError as exc:
         error = str(exc)
