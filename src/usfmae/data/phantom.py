@@ -241,10 +241,6 @@ def generate_sample(seed: int, index: int, cfg: PhantomConfig | None = None) -> 
                          geometry=geometry, lesion_box=box, depth_mm=float(bmode.grid.depth_mm))
 
 
-MANIFEST_SCHEMA_FIELDS = ("id", "path", "label", "label_index", "geometry", "lesion_x0", "lesion_y0",
-                          "lesion_x1", "lesion_y1", "mask_path", "clean_path", "seed", "index", "depth_mm")
-
-
 def _manifest_schema():
     import pyarrow as pa  # imported here: keeps `import usfmae.data.phantom` light
 
@@ -380,7 +376,3 @@ def contact_sheet(path: str | os.PathLike, seed: int = 0, size: int = 224, per_c
     _write_png(path, np.vstack(rows))
     return path
 
-
-def config_replace(cfg: PhantomConfig, **changes) -> PhantomConfig:
-    """A copy of ``cfg`` with some fields changed (validated again)."""
-    return dataclasses.replace(cfg, **changes)
