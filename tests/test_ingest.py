@@ -106,6 +106,18 @@ def test_rerun_is_a_noop_and_resumes_new_files(root, tmp_path):
     assert changed["processed"] == 12
 
 
+def test_resume_after_a_torn_progress_line(root, tmp_path):
+    out = tmp_path / "corpus"
+    _, full = ingest(root, out)
+    progress = out / ".ingest" / "progress.jsonl"
+    lines = progress.read_bytes().splitlines(keepends=True)
+    progress.write_bytes(b"".join(lines[:5]) + lines[5][:40])  # killed while writing record 6
+    result, resumed = ingest(root, out)
+    assert result["processed"] == 6
+    pd.testing.assert_frame_equal(full, resumed)
+    assert ingest(root, out)[0]["processed"] == 0  # the torn line no longer hides later records
+
+
 def test_parallel_workers_give_the_same_manifest(root, tmp_path):
     _, serial = ingest(root, tmp_path / "a")
     _, parallel = ingest(root, tmp_path / "b", workers=2)

@@ -55,7 +55,7 @@ from usfmae.data.hashing import (
 )
 from usfmae.data.readers import SCALES, detect_kind, read_frames
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, append_jsonl, atomic_path, read_jsonl
+from usfmae.fileio import RejectLog, append_jsonl, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,12 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
     failure, which are kept).
     """
     rel, file = Path(rel_path), Path(root) / rel_path
-    stat = file.stat()
+    try:
+        stat = file.stat()
+    except OSError as exc:  # vanished or unreadable since the folder was listed: retried next run
+        return {"path": rel_path, "size": -1, "mtime_ns": -1, "recipe": cfg.recipe(),
+                "rows": [_row(rel, Path(root), None, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
+                              status="rejected", reason=f"cannot read file ({exc.strerror})")]}
     record = {"path": rel_path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "recipe": cfg.recipe(),
               "rows": []}
     kind = detect_kind(file)
@@ -179,6 +184,8 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
                 row["path"] = f"frames/{fid}.png"
                 _write_png(Path(out) / row["path"], pixels, cfg.png_compression)
             rows.append(row)
+    except FrameWriteError:
+        raise  # our disk, not the input: stop the run instead of rejecting every file
     except DataError as exc:
         error = str(exc)
     except Exception as exc:  # a reader bug or exotic file must not stop a corpus-sized run
@@ -198,11 +205,18 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
 _PNG_FLAGS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
+class FrameWriteError(DataError):
+    """A frame PNG could not be written (disk full, permissions): fatal for the run."""
+
+
 def _write_png(path: Path, pixels, level: int) -> None:
     image = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_PNG_COMPRESSION, level, *_PNG_FLAGS]):
-            raise OSError(f"cannot write {path}")
+    try:
+        with atomic_path(path) as tmp:
+            if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_PNG_COMPRESSION, level, *_PNG_FLAGS]):
+                raise OSError(f"OpenCV could not write {tmp}")
+    except OSError as exc:
+        raise FrameWriteError(f"{path}: cannot write frame ({exc})") from exc
 
 
 def _init_worker() -> None:
@@ -266,7 +280,20 @@ def finalize(records: list[dict[str, Any]], cfg: IngestConfig, exclude: set[str]
 
 
 def _load_progress(path: Path) -> dict[str, dict[str, Any]]:
-    return {rec["path"]: rec for rec in read_jsonl(path)} if path.exists() else {}
+    """Last record per file; a line torn by a killed run is skipped (that file is simply redone)."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    with open(path, "rb+") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+                done[record["path"]] = record
+            except (ValueError, KeyError, TypeError):
+                continue
+        if handle.tell() and (handle.seek(-1, os.SEEK_END), handle.read(1))[1] != b"\n":
+            handle.write(b"\n")  # so the next record does not glue onto the torn one
+    return done
 
 
 def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
