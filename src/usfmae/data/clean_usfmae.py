@@ -35,8 +35,9 @@ CHROMA_MIN = 40            # max(R,G,B) - min(R,G,B) of a coloured pixel
 TOPHAT_MIN = 60            # a grey mark is at least this much brighter than its surroundings
 STROKE_FRAC = 0.008        # stroke width limit as a fraction of the short side (>= 1 px)
 INPAINT_RADIUS = 3
-TOPHAT_NOISE = 1.2         # threshold = this x the 99th percentile of the speckle's top-hat
+TOPHAT_NOISE = 1.9         # threshold = this x the 90th percentile of the speckle's top-hat
 EXTENT_STROKES = 2.5       # a line-like mark is at least this many stroke widths long
+DOPPLER_SHARE = 0.5        # a thin colour fragment with this share of flow-map colours is Doppler
 MAX_OCR_LINES = 3          # candidate text lines read per frame
 
 
@@ -76,20 +77,59 @@ def _components(mask: np.ndarray, connectivity: int = 8) -> tuple[int, np.ndarra
     return count, labels, stats
 
 
-def colour_marks(chroma: np.ndarray, fan: np.ndarray) -> np.ndarray:
-    """Thin saturated structures inside the fan (Doppler blobs excluded). (H, W) bool."""
+def colour_marks(rgb: np.ndarray, chroma: np.ndarray, fan: np.ndarray) -> np.ndarray:
+    """Thin, flat-coloured structures inside the fan: ROI boxes, coloured text and calipers.
+
+    Colour Doppler is kept: its flow maps are thick blobs, and thin fragments away from them that
+    are shaded with the blobs' colours belong to the same flow map. Filled rectangles (colour scale
+    bars) are marks whatever their size.
+
+    Args:
+        rgb: (H, W, 3) uint8.
+        chroma: (H, W) uint8, max - min over RGB.
+        fan: (H, W) bool.
+
+    Returns:
+        (H, W) bool.
+    """
     coloured = ((chroma > CHROMA_MIN) & fan).astype(np.uint8)
     if not coloured.any():
         return coloured.astype(bool)
     k = _odd(2.5 * STROKE_FRAC * min(chroma.shape))
     thick = cv2.morphologyEx(coloured, cv2.MORPH_OPEN, _ellipse(k))
-    if thick.any():  # bold glyphs survive the opening as specks; a flow map is a big blob
-        count, labels, stats = _components(thick)
-        big = stats[:, 4] >= 3 * k * k
-        big[0] = False
-        thick = big[labels].astype(np.uint8)
+    bars = np.zeros(chroma.shape, bool)
+    if thick.any():
+        _, labels, stats = _components(thick)
+        # Bold glyphs survive the opening as specks: a flow map is a big blob ...
+        big = stats[:, 4] >= k * k
+        # ... but never a filled rectangle: that is a colour scale bar drawn beside the image.
+        rect = stats[:, 4] >= 0.85 * stats[:, 2] * stats[:, 3]
+        big[0] = rect[0] = False
+        bars = cv2.dilate((big & rect)[labels].astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & (coloured > 0)
+        thick = (big & ~rect)[labels].astype(np.uint8)
     near_thick = cv2.dilate(thick, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
-    return (coloured > 0) & (near_thick == 0)
+    thin = (coloured > 0) & (near_thick == 0)
+    if not thin.any():
+        return bars
+    count, labels, stats = _components(thin)
+    area = stats[:, 4]
+    doppler_like = np.zeros(count, bool)
+    if thick.any():
+        # A thin fragment shaded with the flow map's colours is a piece of Doppler, not a mark.
+        ys, xs = np.nonzero(thin)
+        ty, tx = np.nonzero(thick)
+        in_map = np.isin(_quantised(rgb[ys, xs]), np.unique(_quantised(rgb[ty, tx])))
+        doppler_like = np.bincount(labels[ys, xs], weights=in_map, minlength=count) >= DOPPLER_SHARE * area
+    long = np.maximum(stats[:, 2], stats[:, 3]) >= 0.1 * min(chroma.shape)  # box edges, lines
+    keep = ((~doppler_like) | long) & (area >= 2)
+    keep[0] = False
+    return keep[labels] | bars
+
+
+def _quantised(pixels: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 RGB -> (N,) int64 key of the colour at 16 levels per channel."""
+    q = (pixels >> 4).astype(np.int64)
+    return (q[:, 0] << 8) | (q[:, 1] << 4) | q[:, 2]
 
 
 def screen_background(gray: np.ndarray, bg: int) -> np.ndarray:
@@ -153,7 +193,8 @@ def detect_fan(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, in
     return fan, screen, screen_bg, bg
 
 
-def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen: np.ndarray) -> np.ndarray:
+def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen: np.ndarray,
+               chroma: np.ndarray) -> np.ndarray:
     """Bright, thin or flat structures inside the fan: calipers, dotted lines, text, arrows.
 
     Args:
@@ -161,6 +202,7 @@ def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen:
         fan: (H, W) bool scan fan.
         screen_bg: (H, W) bool screen background (see :func:`screen_background`).
         screen: (H, W) bool marks found outside the fan.
+        chroma: (H, W) uint8; coloured pixels (Doppler, colour marks) are left to :func:`colour_marks`.
 
     Returns:
         (H, W) bool.
@@ -173,10 +215,10 @@ def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen:
     lifted = gray.copy()
     lifted[screen_bg] = 255
     tophat = cv2.morphologyEx(lifted, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    inside = fan & ~screen_bg
+    inside = fan & ~screen_bg & (chroma <= CHROMA_MIN)
     sample = tophat[inside][::7]
     # Speckle sets the noise floor of the top-hat; marks stand well above it.
-    thr = max(TOPHAT_MIN, TOPHAT_NOISE * float(np.percentile(sample, 99))) if sample.size else TOPHAT_MIN
+    thr = max(TOPHAT_MIN, TOPHAT_NOISE * float(np.percentile(sample, 90))) if sample.size else TOPHAT_MIN
     cand = ((tophat > thr) & inside).astype(np.uint8)
     if not cand.any():
         return cand.astype(bool)
@@ -264,7 +306,7 @@ def usfmae_mask(rgb: np.ndarray, use_ocr: bool = True
     r, g, b = cv2.split(rgb)
     chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))  # numpy's axis=2 reduce is ~10x slower
     fan, screen, screen_bg, bg = detect_fan(gray)
-    inside = colour_marks(chroma, fan) | gray_marks(gray, fan, screen_bg, screen)
+    inside = colour_marks(rgb, chroma, fan) | gray_marks(gray, fan, screen_bg, screen, chroma)
     if use_ocr and inside.any():
         inside |= text_in_fan(gray, inside, fan)
     # Anti-aliased (or JPEG-blurred) rims of drawn marks are dimmer than the core: grow each mark
