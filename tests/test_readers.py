@@ -12,6 +12,7 @@ import av
 import cv2
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 from PIL import Image
@@ -159,6 +160,17 @@ def test_cine_dicom_sampled_at_3fps(tmp_path, timing):
     assert [int(f.pixels[0, 0]) for f in frames] == [0, 80, 160]
     assert frames[1].timestamp == pytest.approx(1 / 3, abs=1e-4)
     assert frames[0].group_id.startswith("study:")
+
+
+def test_16bit_monochrome1_dicom_is_scaled_and_inverted(tmp_path):
+    path = write_cine_dicom(tmp_path / "mono1.dcm", n_frames=1, timing={})
+    ds = pydicom.dcmread(path)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelData = np.array([[0, 4095] * 8] * 16, np.uint16).tobytes()
+    ds.save_as(path)
+    (frame,) = _frames(path)
+    assert frame.bit_depth == 12 and frame.pixels[0, :2].tolist() == [255, 0]  # low values shown white
 
 
 def test_dicom_without_suffix_detected_by_magic(tmp_path):
