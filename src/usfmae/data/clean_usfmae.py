@@ -29,7 +29,7 @@ import numpy as np
 from usfmae.data.ocr import word_boxes
 
 FAN_THUMB = 200            # fan search resolution (long side, px)
-FAN_MIN_AREA = 0.08        # a fan smaller than this fraction of the frame means "no fan found"
+FAN_MIN_AREA = 0.03        # a fan smaller than this fraction of the frame means "no fan found"
 BG_DELTA = 6               # grey levels above background that count as "something drawn" on screen
 CHROMA_MIN = 40            # max(R,G,B) - min(R,G,B) of a coloured pixel
 TOPHAT_MIN = 60            # a grey mark is at least this much brighter than its surroundings
@@ -176,7 +176,15 @@ def detect_fan(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, in
     if count < 2:
         return everything, ~everything, screen_bg, bg
     areas = np.bincount(labels.ravel(), minlength=count)
-    main = 1 + int(np.argmax(areas[1:]))
+    # The scan is textured; a header band or a logo filled with one colour is not, however large.
+    big = np.nonzero(areas >= FAN_MIN_AREA * gray.size)[0]
+    big = big[big > 0]
+    if big.size == 0:
+        return everything, ~everything, screen_bg, bg
+    flat_share = np.array([np.bincount(gray[labels == i], minlength=256).max() / areas[i] for i in big])
+    textured = big[flat_share < 0.5]
+    candidates = textured if textured.size else big
+    main = int(candidates[np.argmax(areas[candidates])])
     if areas[main] < FAN_MIN_AREA * gray.size:
         return everything, ~everything, screen_bg, bg
     tissue = (labels == main).astype(np.uint8)
