@@ -39,10 +39,12 @@ def _params(**values: float) -> AugmentParams:
     return AugmentParams(**{k: torch.tensor([v], dtype=torch.float64) for k, v in base.items()})
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_same_params_give_the_cpu_paths_pixels(channels):
+@pytest.mark.parametrize("channels, cfg", [
+    (1, PAPER), (3, PAPER), (1, AugmentConfig(gamma=(0.7, 1.4), gain=(0.8, 1.2))),  # + intensity jitter
+])
+def test_same_params_give_the_cpu_paths_pixels(channels, cfg):
     imgs = _smooth_images(6, 32, channels)
-    aug = GpuAugment(PAPER, 32, channels, [0.0] * channels, [1.0] * channels)
+    aug = GpuAugment(cfg, 32, channels, [0.0] * channels, [1.0] * channels)
     params = aug.sample(6, torch.Generator().manual_seed(3))
     out = aug(imgs, params=params)
     for i in range(6):

@@ -147,6 +147,8 @@ def test_pack_folder_skips_corrupt_file_and_resumes(tmp_path):
     stats = pack_corpus(tmp_path / "corpus", tmp_path / "shards", cfg, progress=False)
     assert stats == {"frames": 7, "added": 3, "rejected": 0, "skipped": 5}  # re-packs the partial shard
     assert ShardReader(tmp_path / "shards").ids[-1] == "b/img99"
+    with pytest.raises(DataError, match="already packed with frames"):  # even when nothing is left to do
+        pack_corpus(tmp_path / "corpus", tmp_path / "shards", PackConfig(size=16, shard_size=4), progress=False)
 
 
 def test_pack_manifest_keeps_ok_rows_and_labels(tmp_path):

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from usfmae.config import add_dataclass_arguments, check, config_from_args, opt
-from usfmae.data.store import ShardReader, ShardWriter, is_shard_dir
+from usfmae.data.store import ShardReader, ShardWriter, check_layout, is_shard_dir
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 
@@ -157,6 +157,7 @@ def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConf
         raise DataError(f"{corpus}: id {dup!r} appears more than once")
     rejects = RejectLog(out / "rejects.jsonl", log)
     rejected = {r.get("id") for r in rejects.read()}
+    check_layout(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size)
     packed = set(ShardReader(out).ids) if is_shard_dir(out) else set()
     if items and all(i.id in packed or i.id in rejected for i in items):
         return {"frames": len(packed), "added": 0, "rejected": 0, "skipped": len(items)}

@@ -67,6 +67,13 @@ def batch_theta(params: AugmentParams, height: int, width: int) -> torch.Tensor:
     return (to_norm @ m @ from_norm)[:, :2]
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small host tensor to ``device``; via pinned memory on CUDA so the host never waits."""
+    if device.type == "cuda":
+        return t.contiguous().pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class GpuAugment:
     """Batched augmentation + normalisation: uint8 (B, C, H, W) in, float (B, in_chans, S, S) out.
 
@@ -87,16 +94,19 @@ class GpuAugment:
         self._intensity = enabled and (tuple(self.cfg.gamma) != _IDENTITY_RANGE or tuple(self.cfg.gain) != _IDENTITY_RANGE)
         self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._on: dict[torch.device, tuple] = {}
 
-    def _affine(self, pixels_scale: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mul, add) with ``(x * pixels_scale - mean) / std == x * mul + add``, cached per device."""
-        key = (device, pixels_scale)
-        if key not in self._on:
-            mul = (pixels_scale / self._std).to(device)
+    def _constants(self, device: torch.device) -> tuple:
+        """Per device, copied once: ((mul, add) for uint8 input, (mul, add) for [0, 1] input, luma).
+
+        ``x * mul + add == (x * scale - mean) / std`` with scale 1/255 or 1.
+        """
+        if device not in self._on:
             add = (-self._mean / self._std).to(device)
-            self._on[key] = (mul, add)  # type: ignore[index]
-        return self._on[key]  # type: ignore[index]
+            from_uint8 = ((1.0 / 255.0 / self._std).to(device), add)
+            from_unit = ((1.0 / self._std).to(device), add)
+            self._on[device] = (from_uint8, from_unit, torch.tensor(_LUMA).view(1, 3, 1, 1).to(device))
+        return self._on[device]
 
     def sample(self, batch: int, generator: torch.Generator | None) -> AugmentParams:
         """Draw this batch's parameters on the CPU (``transforms.sample_params``)."""
@@ -125,7 +135,7 @@ class GpuAugment:
         device = images.device
         x = images.float()
         if c == 3 and self.in_chans == 1:
-            x = (x * torch.tensor(_LUMA, device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            x = (x * self._constants(device)[2]).sum(1, keepdim=True)
         elif c not in (1, self.in_chans):
             raise ValueError(f"cannot feed {c}-channel frames to a {self.in_chans}-channel model")
         if min(h, w) >= 1.5 * self.out_size:
@@ -142,22 +152,18 @@ class GpuAugment:
             else:
                 params = None
                 theta = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(b, 2, 3)
-            if device.type == "cuda":  # a pinned source lets the copy run without a host sync
-                theta = theta.contiguous().pin_memory().to(device, non_blocking=True)
-            else:
-                theta = theta.to(device)
+            theta = _to_device(theta, device)
             grid = F.affine_grid(theta, size, align_corners=False)
             # zeros: the augmentation pads with black; a plain resize must not darken the edges
             padding = "zeros" if self.enabled else "border"
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
         if self._intensity and params is not None:
             # same order as transforms: clamp (bilinear can overshoot), gamma, gain, clamp
-            gamma = params.gamma.float().to(device).view(b, 1, 1, 1)
-            gain = params.gain.float().to(device).view(b, 1, 1, 1)
-            x = ((x / 255.0).clamp(0.0, 1.0).pow(gamma) * gain).clamp(0.0, 1.0)
-            mul, add = self._affine(1.0, device)
+            gamma_gain = _to_device(torch.stack([params.gamma, params.gain]).float(), device).view(2, b, 1, 1, 1)
+            x = ((x / 255.0).clamp(0.0, 1.0).pow(gamma_gain[0]) * gamma_gain[1]).clamp(0.0, 1.0)
+            mul, add = self._constants(device)[1]
         else:
-            mul, add = self._affine(1.0 / 255.0, device)
+            mul, add = self._constants(device)[0]
         if x.shape[1] != self.in_chans:
             x = x.expand(-1, self.in_chans, -1, -1)  # grayscale frames for a 3-channel model
         return torch.addcmul(add, x, mul)

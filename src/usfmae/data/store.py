@@ -56,6 +56,21 @@ def is_shard_dir(path: str | os.PathLike) -> bool:
     return (path / META_NAME).is_file() and (path / INDEX_NAME).is_file()
 
 
+def check_layout(root: str | os.PathLike, frame_shape: Sequence[int], shard_size: int) -> None:
+    """Raise DataError when ``root`` already holds shards of another frame shape or shard size."""
+    root = Path(root)
+    if not is_shard_dir(root):
+        return
+    meta = read_json(root / META_NAME)
+    old_shape = tuple(meta.get("frame_shape", ()))
+    if old_shape != tuple(frame_shape):
+        raise DataError(f"{root}: already packed with frames {old_shape}, not {tuple(frame_shape)}; "
+                        "use another --out folder")
+    if int(meta.get("shard_size", -1)) != shard_size:
+        raise DataError(f"{root}: already packed with shard size {meta.get('shard_size')}, not {shard_size}; "
+                        "use the same --shard-size or another --out folder")
+
+
 def _read_index(root: Path) -> dict[str, list]:
     table = pq.read_table(root / INDEX_NAME)
     return {name: table.column(name).to_pylist() for name in _INDEX_SCHEMA.names}
@@ -94,16 +109,8 @@ class ShardWriter:
     def _resume(self) -> None:
         for stale in self.root.glob(".shard_*"):
             stale.unlink()  # a shard that was being filled (or trimmed) when the last run stopped
-        meta_path = self.root / META_NAME
-        if meta_path.is_file() and (self.root / INDEX_NAME).is_file():
-            meta = read_json(meta_path)
-            old_shape = tuple(meta.get("frame_shape", ()))
-            if old_shape != self.frame_shape:
-                raise DataError(f"{self.root}: already packed with frames {old_shape}, not {self.frame_shape}; "
-                                "use another --out folder")
-            if int(meta.get("shard_size", -1)) != self.shard_size:
-                raise DataError(f"{self.root}: already packed with shard size {meta.get('shard_size')}, "
-                                f"not {self.shard_size}; use the same --shard-size or another --out folder")
+        if is_shard_dir(self.root):
+            check_layout(self.root, self.frame_shape, self.shard_size)
             rows = _read_index(self.root)
             shards = np.asarray(rows["shard"], dtype=np.int64)
             counts = np.bincount(shards) if len(shards) else np.zeros(0, dtype=np.int64)
