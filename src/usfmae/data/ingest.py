@@ -313,7 +313,11 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     recipe = cfg.recipe()
 
     def finished(rel: str) -> bool:
-        rec, stat = done.get(rel), (root / rel).stat()
+        rec = done.get(rel)
+        try:
+            stat = (root / rel).stat()
+        except OSError:
+            return False  # process_file records why it cannot be read
         return rec is not None and (rec["size"], rec["mtime_ns"], rec["recipe"]) == (
             stat.st_size, stat.st_mtime_ns, recipe)
 
