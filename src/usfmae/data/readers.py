@@ -90,7 +90,7 @@ def detect_kind(path: str | Path) -> str | None:
         return "dicom"
     if suffix in VOLUME_SUFFIXES:
         return "volume"
-    if suffix in (".raw", ".zraw", ".gz") and any(path.with_suffix(s).exists() for s in (".mhd", ".nhdr")):
+    if suffix in (".raw", ".zraw") and any(path.with_suffix(s).exists() for s in (".mhd", ".nhdr")):
         return "companion"
     return "dicom" if _is_dicom(path) else None
 
