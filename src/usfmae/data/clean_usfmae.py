@@ -121,7 +121,7 @@ def colour_marks(rgb: np.ndarray, chroma: np.ndarray, fan: np.ndarray) -> np.nda
         in_map = np.isin(_quantised(rgb[ys, xs]), np.unique(_quantised(rgb[ty, tx])))
         doppler_like = np.bincount(labels[ys, xs], weights=in_map, minlength=count) >= DOPPLER_SHARE * area
     long = np.maximum(stats[:, 2], stats[:, 3]) >= 0.1 * min(chroma.shape)  # box edges, lines
-    keep = ((~doppler_like) | long) & (area >= 2)
+    keep = ~doppler_like | long  # even one saturated pixel in grey B-mode is drawn
     keep[0] = False
     return keep[labels] | bars
 
