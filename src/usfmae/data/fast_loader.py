@@ -8,8 +8,12 @@ batches into pinned host buffers; the consumer copies them to the device with
 ``non_blocking=True``, so the copy overlaps compute. Iteration can start at any step of an epoch,
 which is how a resumed run continues mid-epoch with exactly the batches it would have seen.
 
-:func:`build_fast_pipeline` adds the batched on-device augmentation of
-:mod:`usfmae.data.gpu_augment` and yields normalised float batches ready for the model.
+The reading machinery (:class:`BatchFetcher`) takes any plan of index arrays, so it also serves:
+
+- :func:`build_fast_pipeline`: loader + the batched on-device augmentation of
+  :mod:`usfmae.data.gpu_augment`, yielding normalised float batches ready for the model;
+- :func:`pretrain_pipeline`: ``usfmae pretrain --recipe fast``, on the paper recipe's own batch
+  plan (``StepBatchSampler``), so both recipes feed the same images to the same step.
 """
 
 from __future__ import annotations
