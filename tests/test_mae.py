@@ -127,6 +127,14 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(a, b)
 
 
+def test_bf16_autocast_keeps_a_float32_loss_and_mask():
+    model = create_model("mae_vit_micro_patch8_64")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, pred, mask = model(torch.randn(2, 1, 64, 64))
+    assert pred.dtype == torch.bfloat16 and loss.dtype == mask.dtype == torch.float32
+    assert torch.isfinite(loss) and mask.sum().item() == 96
+
+
 def test_sincos_table_layout():
     table = sincos_pos_embed_2d(16, 3)  # quarter = 4 frequencies; patch k is at row k // 3, col k % 3
     assert table.shape == (10, 16)

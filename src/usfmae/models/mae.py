@@ -276,7 +276,8 @@ class VisionTransformerEncoder(nn.Module):
         Args:
             x: tokens (B, L, D).
             mask_ratio: fraction of tokens to drop.
-            generator: optional ``torch.Generator`` on ``x.device`` for reproducible masks.
+            generator: optional ``torch.Generator`` on ``x.device`` for reproducible masks; the
+                noise is drawn from it, so with a fixed generator the mask depends on nothing else.
 
         Returns:
             x_visible (B, K, D); mask (B, L) with 1 = masked, in original order; ids_restore (B, L),
@@ -289,7 +290,8 @@ class VisionTransformerEncoder(nn.Module):
         ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :len_keep]
         x_visible = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, D))
-        mask = torch.ones(B, L, device=x.device, dtype=x.dtype)
+        # float32 whatever the autocast dtype: the loss divides by mask.sum(), which bf16 cannot count exactly.
+        mask = torch.ones(B, L, device=x.device, dtype=torch.float32)
         mask[:, :len_keep] = 0
         mask = torch.gather(mask, 1, ids_restore)
         return x_visible, mask, ids_restore
