@@ -1,12 +1,12 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv and install everything the project needs (system packages included).
+# Both create .venv and install everything the project needs from PyPI (Tesseract is in the tesserocr wheel).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test lint bench clean-venv system-deps
+.PHONY: demo test lint bench clean-venv
 
 $(STAMP): pyproject.toml constraints/dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,20 +14,10 @@ $(STAMP): pyproject.toml constraints/dev.txt
 	$(PY) -m pip install -q -c constraints/dev.txt -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages: only fonts are used (phantom overlay text); everything else ships in wheels
-# (Tesseract comes inside the tesserocr wheel). Installed only where missing and apt exists.
-system-deps:
-	@if ! fc-list 2>/dev/null | grep -qi dejavu; then \
-	  if command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core fontconfig >/dev/null) \
-	    || echo "note: could not install fonts-dejavu-core; the phantom falls back to OpenCV fonts"; \
-	  fi; \
-	fi
-
-demo: $(STAMP) system-deps
+demo: $(STAMP)
 	$(VENV)/bin/usfmae demo --out $(DEMO_OUT)
 
-test: $(STAMP) system-deps
+test: $(STAMP)
 	$(PY) -m pytest tests
 
 lint: $(STAMP)
