@@ -197,7 +197,9 @@ def detect_fan(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, in
     cv2.fillConvexPoly(fan, cv2.convexHull(max(contours, key=cv2.contourArea)), 1)
     # One pixel of margin: the opening trims the sharp corners of a sector.
     fan = cv2.dilate(fan, np.ones((3, 3), np.uint8)).astype(bool)
-    screen = (nonbg > 0) & ~(fan & (tissue > 0))
+    # Dark holes enclosed by a glyph (the inside of an 'O') are not connected to the border but are
+    # background all the same: only pixels that differ from it are marks.
+    screen = (nonbg > 0) & ~(fan & (tissue > 0)) & (gray > bg + BG_DELTA)
     return fan, screen, screen_bg, bg
 
 
@@ -217,7 +219,9 @@ def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen:
     """
     short = min(gray.shape)
     stroke = max(1.0, STROKE_FRAC * short)
-    k = _odd(4 * stroke + 3, lo=5)
+    # Drawn lines stay 1-2 px wide at any resolution while speckle grains grow with it: a top-hat
+    # just wider than a stroke responds to marks, not to high-resolution speckle.
+    k = _odd(min(4 * stroke + 3, 7), lo=5)
     # The black screen would make every fan edge look like a bright ridge to the top-hat: paint it
     # white first, so only structures brighter than the surrounding *tissue* respond.
     lifted = gray.copy()
