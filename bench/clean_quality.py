@@ -68,7 +68,9 @@ def read_dicom_rgb(name: str) -> np.ndarray:
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
     out = tile.copy()
-    cv2.putText(out, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 64, 64), 1, cv2.LINE_AA)
+    scale = tile.shape[0] / 300  # labels read the same once every row is scaled to 300 px
+    cv2.putText(out, text, (round(4 * scale), round(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale,
+                (255, 64, 64), max(1, round(1.5 * scale)), cv2.LINE_AA)
     return out
 
 

@@ -11,8 +11,14 @@ import pytest
 
 from usfmae.cli import main
 from usfmae.data import clean_paper, clean_usfmae
-from usfmae.data.clean import (CleanConfig, clean_to_size, quality_metrics, read_image, remove_annotations,
-                               resize_output)
+from usfmae.data.clean import (
+    CleanConfig,
+    clean_to_size,
+    quality_metrics,
+    read_image,
+    remove_annotations,
+    resize_output,
+)
 from usfmae.data.ocr import word_boxes
 from usfmae.data.phantom import PhantomConfig, generate_sample
 
@@ -192,6 +198,17 @@ def test_cli_folder_with_corrupt_file(tmp_path, capsys):
     assert main(["clean", str(src), "--out", str(out), "--size", "64", "--no-progress"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert (again["cleaned"], again["skipped"]) == (0, 4)
+
+
+def test_manifest_input_uses_ok_rows(tmp_path):
+    import pyarrow as pa
+
+    from usfmae.data.clean import list_inputs
+
+    (tmp_path / "frames").mkdir()
+    pq.write_table(pa.table({"id": ["a", "b"], "path": ["frames/a.png", "frames/b.png"], "status": ["ok", "corrupt"]}),
+                   tmp_path / "manifest.parquet")
+    assert list_inputs(tmp_path / "manifest.parquet") == [("a", tmp_path / "frames" / "a.png")]
 
 
 def test_cli_missing_input_is_one_line_error(tmp_path, capsys):

@@ -214,7 +214,7 @@ def list_inputs(source: str | Path) -> list[tuple[str, Path]]:
             raise DataError(f"{source}: manifest lacks column(s) {', '.join(sorted(missing))}")
         if "status" in table.columns:
             table = table[table["status"] == "ok"]
-        return [(str(i), source.parent / str(p)) for i, p in zip(table["id"], table["path"])]
+        return [(str(i), source.parent / str(p)) for i, p in zip(table["id"], table["path"], strict=True)]
     raise DataError(f"{source}: not an image folder or a .parquet manifest")
 
 

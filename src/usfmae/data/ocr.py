@@ -113,7 +113,7 @@ class _PytesseractEngine:
     def words(self, gray: np.ndarray) -> list[WordBox]:
         data = self._pt.image_to_data(gray, output_type=self._pt.Output.DICT)
         out = []
-        for text, x, y, w, h in zip(data["text"], data["left"], data["top"], data["width"], data["height"]):
+        for text, x, y, w, h in zip(data["text"], data["left"], data["top"], data["width"], data["height"], strict=True):
             if text and str(text).strip():
                 out.append(WordBox(str(text).strip(), int(x), int(y), int(w), int(h)))
         return out
