@@ -2,23 +2,26 @@
 
 What it does differently from the paper's pipeline (:mod:`usfmae.data.clean_paper`), and why:
 
-1. **Scan fan first.** The image formed by the probe is one large bright region (sector or
-   rectangle); scanner text, rulers, grey bars and logos live on the black screen around it. The fan
-   is found on a ~200 px thumbnail (threshold, an opening that cuts thin text and ticks off, largest
-   component, convex hull, so dark lesions and shadows inside stay in). Every non-background pixel
-   outside it is screen and is set to the background level: no OCR and no inpainting needed there.
+1. **Scan fan first.** The image formed by the probe is one large textured region (sector or
+   rectangle); scanner text, rulers, grey bars and logos live on the screen around it. Background is
+   the dark area connected to the frame border; the fan is the convex hull of the largest textured
+   non-background region after an opening that cuts off text and ticks touching it (flat header
+   bands are skipped; dark lesions and shadows inside stay in). Every pixel outside it that differs
+   from the background is screen and is set to the background level: no OCR, no inpainting there.
 2. **Colour Doppler is kept.** Inside the fan only *thin* saturated structures are removed (ROI box
-   outlines, coloured text, arrows): saturated pixels that are not part of, or next to, a thick
-   saturated blob. Flow maps are thick blobs and survive.
-3. **Small anatomy survives.** Grey marks inside the fan are restricted to structures much brighter
-   than their surroundings (white top-hat) that are thin (narrower than a stroke limit), not
-   blob-like, or exactly flat like drawn pixels. Dark lesions, edges of cysts and speckle are never
+   outlines, coloured text, calipers, dotted lines): saturated pixels away from thick blobs, unless
+   they are shaded with the blobs' own colours (fragments of the same flow map). Filled colour
+   rectangles (scale bars) are removed too.
+3. **Small anatomy survives.** Grey marks inside the fan must be much brighter than the tissue
+   around them (a stroke-sized white top-hat above the speckle's own noise floor) *and* line-like,
+   cross-like or exactly flat like drawn pixels. Dark lesions, cyst edges and speckle are never
    candidates, unlike the paper's "any small closed Canny contour" rule.
-4. **Thresholds scale with the image** (sizes are fractions of the short side), so the method
-   behaves the same at 224 px and at 800x600.
-5. **OCR only where text may be**: candidate text lines inside the fan are cropped and read with
-   the process-wide Tesseract; recognised words add their character pixels (not whole rectangles).
-6. **Cheap fill**: Telea inpainting on small crops around each group of marks.
+4. **Thresholds scale with the image** (sizes are fractions of the short side, intensity
+   thresholds follow the speckle statistics), so the method behaves the same at 224 px and 800x600.
+5. **OCR only where text may be**: the few text-line-shaped groups of marks inside the fan are
+   cropped and read with the process-wide Tesseract; recognised words add their bright pixels.
+6. **Cheap fill**: Telea inpainting on small crops around each group of marks (grey B-mode is
+   inpainted as one channel).
 """
 
 from __future__ import annotations
