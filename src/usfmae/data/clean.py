@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,8 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{out}: cannot create output folder ({exc.strerror})") from exc
+    if not os.access(out, os.W_OK):
+        raise DataError(f"{out}: output folder is not writable")
     items = list_inputs(source)
     save_config(cfg, out / "clean_config.yaml")
     done_log = out / "done.jsonl"
