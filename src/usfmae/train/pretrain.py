@@ -10,7 +10,7 @@ the batches already consumed, so stopping after k steps and resuming gives the s
 weights as an uninterrupted run. ``torchrun`` runs are detected from the environment.
 
 Data pipelines are pluggable (``recipe``): ``paper`` decodes and augments per image in DataLoader
-workers (the reference's way); ``fast`` comes from ``usfmae.data.gpu_augment.build_fast_pipeline``
+workers (the reference's way); ``fast`` comes from ``usfmae.data.fast_loader.pretrain_pipeline``
 (uint8 batches, augmentation on the accelerator). Both return a :class:`DataPipeline`.
 """
 
@@ -169,9 +169,9 @@ def build_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dis
     """The data recipe named by ``cfg.recipe``."""
     if cfg.recipe == "fast":
         # Hook for the speed stage: shards + uint8 batches + augmentation on the accelerator.
-        from usfmae.data.gpu_augment import build_fast_pipeline
+        from usfmae.data.fast_loader import pretrain_pipeline
 
-        return build_fast_pipeline(cfg, dataset, data_config, dist)
+        return pretrain_pipeline(cfg, dataset, data_config, dist)
     return paper_pipeline(cfg, dataset, data_config, dist)
 
 
