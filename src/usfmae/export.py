@@ -22,11 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import RejectLog, atomic_open, atomic_path, write_json
-from usfmae.train.features import EncoderInfo, PooledEncoder, extract_features_from_files, list_images, load_encoder
+from usfmae.train.features import (
+    EncoderInfo,
+    PooledEncoder,
+    extract_features_from_files,
+    list_images,
+    load_encoder,
+)
 
 log = logging.getLogger(__name__)
 

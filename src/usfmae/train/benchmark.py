@@ -10,7 +10,6 @@ an interrupted grid resumes where it stopped. At the end the report renderer wri
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -82,7 +81,7 @@ def settings(suite: Suite, sweep: bool) -> list[dict[str, Any]]:
     if not sweep or not suite.sweep:
         return [{}]
     keys = list(suite.sweep)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(suite.sweep[k] for k in keys))]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(suite.sweep[k] for k in keys))]
 
 
 def setting_name(setting: dict[str, Any]) -> str:
@@ -128,12 +127,13 @@ def plan(suite: Suite, data_root: str | Path, out: str | Path, weights: str | No
                     raise UsfmaeError(f"{mspec['weights']}: weights file for model {mname} not found")
             for setting in settings(suite, sweep):
                 sname = setting_name(setting)
+                # Each sweep setting is its own report row, so settings are never averaged together.
+                label = mname if sname == "default" else f"{mname} [{sname}]"
                 values_cfg = {**suite.recipe, **{k: _fill(v, values) for k, v in dspec.items()}, **mspec,
                               **setting, **(overrides or {}),
-                              "out": str(Path(out) / dname / mname / sname)}
+                              "out": str(Path(out) / dname / mname / sname), "label": label}
                 if values_cfg.get("weights") is None:
                     values_cfg.pop("weights", None)
-                values_cfg.setdefault("source", "scratch" if not mspec.get("weights") else None)
                 cfg = build_config(FinetuneConfig, None, values_cfg)
                 groups.append(Group(mname, dname, sname, cfg))
     return groups
@@ -161,19 +161,18 @@ def run(suite: Suite | str | Path, data_root: str | Path, out: str | Path, weigh
         ran += len(summary["cells"]) - summary["skipped"]
         results += summary["cells"]
     summary_out: dict[str, Any] = {"suite": suite.name, "cells_run": ran, "cells_skipped": skipped,
-                                   "groups": [dataclasses.asdict(g) | {"cfg": g.cfg.out} for g in groups],
+                                   "groups": [{"model": g.model, "dataset": g.dataset, "setting": g.setting,
+                                               "out": g.cfg.out} for g in groups],
                                    "results": results, "table": None}
     if render and results:
-        summary_out["table"] = str(render_report(results, out))
+        summary_out["table"] = str(render_report(out, list(suite.models)))
     write_json(out / "benchmark.json", summary_out)
     return summary_out
 
 
-def render_report(results: list[str], out: Path) -> Path:
-    """Table 2 layout (models x datasets, P/R/F1) as Markdown and CSV beside the results."""
+def render_report(out: Path, models: list[str]) -> Path:
+    """Table 2 layout (models x datasets, P/R/F1) in Markdown and CSV, plus confusion matrices."""
     from usfmae.eval import report
 
-    markdown, csv_text = report.render_table(report.load_results(results))
-    (out / "table.md").write_text(markdown, encoding="utf-8")
-    (out / "table.csv").write_text(csv_text, encoding="utf-8")
-    return out / "table.md"
+    written = report.write_report(out, report.ReportConfig(out=str(out / "report"), models=models))
+    return next(p for p in written["tables"] if p.suffix == ".md")

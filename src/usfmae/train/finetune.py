@@ -28,8 +28,17 @@ from torch import nn
 from usfmae.config import check, opt, save_config, to_dict
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import RejectLog, atomic_open, read_json, write_json
-from usfmae.train.features import (EncoderInfo, data_contract, extract_features, knn_probe, linear_probe,
-                                   load_encoder, normalise, pick_device, preload_images)
+from usfmae.train.features import (
+    EncoderInfo,
+    data_contract,
+    extract_features,
+    knn_probe,
+    linear_probe,
+    load_encoder,
+    normalise,
+    pick_device,
+    preload_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,7 @@ class FinetuneConfig:
     device: str | None = opt(None, "cuda, cpu, ... (default: cuda when available)")
     num_workers: int = opt(0, "image decoding workers")
     source: str | None = opt(None, "pretraining-source label recorded in results (default: from weights)")
+    label: str | None = opt(None, "row label in the report (default: model, source and method)")
 
     def __post_init__(self) -> None:
         check(bool(self.data), "give --data KIND:PATH (e.g. phantom:demo_out/phantom)")
@@ -255,19 +265,34 @@ def train_classifier(model: nn.Module, info: EncoderInfo, cfg: FinetuneConfig, i
 
 
 # ------------------------------------------------------------------------------------------- run
-def cell_name(fold: int, seed: int, fraction: float = 1.0) -> str:
-    """File stem of one cell's results JSON (also what the benchmark's resume looks for)."""
-    frac = "" if fraction >= 1.0 else f"_frac{fraction:g}"
-    return f"fold{fold}_seed{seed}{frac}"
+MODE_TITLES = {"finetune": "", "linear": " (linear probe)", "knn": " (k-NN)"}
+_RECIPE_SKIP = ("data", "out", "folds", "seeds", "device", "num_workers", "label")  # not part of the protocol
+
+
+def row_label(cfg: FinetuneConfig, info_source: str | None = None) -> str:
+    """Row label of the report: ``--label``, else the model name, its source and the method."""
+    if cfg.label:
+        return cfg.label
+    scratch = " (scratch)" if (cfg.weights is None and cfg.model not in BASELINES) else ""
+    return f"{cfg.model}{scratch}{MODE_TITLES[cfg.mode]}"
+
+
+def cell_path(out: Path, dataset: str, label: str, fold: int, seed: int, fraction: float) -> Path:
+    """Where one cell's results JSON goes (the report's canonical name; what resume looks for)."""
+    from usfmae.eval import report
+
+    stub = {"dataset": dataset, "model": label, "fold": fold, "seed": seed, "protocol": {"label_fraction": fraction}}
+    return out / report.result_filename(stub)
 
 
 def run(cfg: FinetuneConfig) -> dict[str, Any]:
     """Run every (fold, seed) cell; a cell whose results JSON exists is skipped (resume).
 
     Returns:
-        ``{"cells": [result path, ...], "skipped": n, "summary": mean/std metrics over cells}``.
+        ``{"cells": [result path, ...], "skipped": n, "summary": metrics.aggregate over cells}``.
     """
     from usfmae.data import labelled
+    from usfmae.eval import metrics, report
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,27 +306,22 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
     device = pick_device(cfg.device)
     rejects = RejectLog(out / "rejects.jsonl")
     cache: dict[str, Any] = {}  # images (and frozen features) decoded once for all cells
+    label = row_label(cfg)
     paths, skipped = [], 0
     for seed in cfg.seeds:
         for fold in folds:
-            path = out / f"{cell_name(fold.index, seed, cfg.label_fraction)}.json"
+            path = cell_path(out, ds.name, label, fold.index, seed, cfg.label_fraction)
             if path.is_file():
                 skipped += 1
                 paths.append(path)
                 continue
             result = run_cell(cfg, ds, fold, seed, device, rejects, cache)
-            write_json(path, result)
+            report.save_result(out, result)
             paths.append(path)
-            log.info("%s fold %d seed %d: macro-F1 %.3f", ds.name, fold.index, seed,
+            log.info("%s on %s fold %d seed %d: macro-F1 %.3f", label, ds.name, fold.index, seed,
                      result["metrics"]["f1_macro"])
-    return {"cells": [str(p) for p in paths], "skipped": skipped, "summary": summarise(paths)}
-
-
-def summarise(paths: list[Path]) -> dict[str, Any]:
-    """Mean and std of every scalar metric over the cells' results JSONs."""
-    from usfmae.eval import metrics
-
-    return metrics.aggregate([read_json(p)["metrics"] for p in paths]) if paths else {}
+    summary = metrics.aggregate([read_json(p)["metrics"] for p in paths]) if paths else {}
+    return {"cells": [str(p) for p in paths], "skipped": skipped, "summary": summary}
 
 
 def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
@@ -319,14 +339,14 @@ def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
 
 def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.device, rejects: RejectLog,
              cache: dict[str, Any]) -> dict[str, Any]:
-    """Train and score one (fold, seed) cell; returns the results dict (not yet written)."""
+    """Train and score one (fold, seed) cell; returns the results record (not yet written)."""
     torch.manual_seed(seed)
     started = time.perf_counter()
     labels_all = ds.labels
     train_idx = subset_indices(ds, np.asarray(fold.train), cfg.label_fraction, seed)
     test_idx = np.asarray(fold.val)
     num_classes = len(ds.classes)
-    notes: dict[str, Any] = {}
+    training: dict[str, Any] = {}
     if cfg.mode == "finetune":
         model, info = build_classifier(cfg, num_classes)
     else:
@@ -337,9 +357,9 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
     if cfg.mode == "finetune":
         inner_tr, inner_va = inner_split(labels_all[train_idx], ds.groups[train_idx], cfg.val_fraction, seed)
         fit_idx, val_idx = train_idx[inner_tr], train_idx[inner_va]
-        notes = train_classifier(model, info, cfg, images[row[fit_idx]], labels_all[fit_idx],
-                                 images[row[val_idx]], labels_all[val_idx], num_classes, seed, device)
-        notes["n_val"] = int(len(val_idx))
+        training = train_classifier(model, info, cfg, images[row[fit_idx]], labels_all[fit_idx],
+                                    images[row[val_idx]], labels_all[val_idx], num_classes, seed, device)
+        training["n_val"] = int(len(val_idx))
         scores = predict(model, images[row[test_idx]], info.mean, info.std, device)
     else:
         fkey = f"features:{info.img_size}:{info.in_chans}:{cfg.pool}"
@@ -350,38 +370,49 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
         kwargs = {"seed": seed} if cfg.mode == "linear" else {"k": cfg.knn_k}
         scores = fit(feats[row[train_idx]], labels_all[train_idx], feats[row[test_idx]], num_classes, **kwargs)
         fit_idx = train_idx
-    y_true = labels_all[test_idx]
-    protocol = {
-        "dataset": ds.name, "dataset_protocol": ds.protocol, "data": cfg.data, "fold": fold.index, "seed": seed,
-        "mode": cfg.mode, "model": cfg.model if cfg.model in BASELINES else info.name, "weights": cfg.weights,
-        "pretraining_source": info.source, "pretraining_mask_ratio": info.mask_ratio, "pool": cfg.pool,
-        "input_size": info.img_size, "in_chans": info.in_chans, "label_fraction": cfg.label_fraction,
-        "n_train": int(len(fit_idx)), "n_test": int(len(test_idx)), "device": str(device),
-        "recipe": to_dict(cfg), "seconds": round(time.perf_counter() - started, 2), **notes,
-    }
-    test_records = [ds.records[i] for i in test_idx]
-    return make_result(y_true, scores, ds.classes, protocol, [str(r.path) for r in test_records],
-                       [r.group for r in test_records], cfg.bootstrap, seed)
+    training.update(n_train=int(len(fit_idx)), n_test=int(len(test_idx)), device=str(device),
+                    seconds=round(time.perf_counter() - started, 2))
+    recipe = {k: v for k, v in to_dict(cfg).items() if k not in _RECIPE_SKIP}
+    protocol = protocol_record(ds, info, cfg.mode, cfg.pool, cfg.label_fraction, cfg.weights, recipe)
+    return cell_result(row_label(cfg), ds, fold.index, seed, labels_all[test_idx], scores,
+                       [ds.records[i] for i in test_idx], protocol, cfg.bootstrap, training)
 
 
-def make_result(y_true: np.ndarray, y_score: np.ndarray, classes: list[str], protocol: dict[str, Any],
-                ids: list[str], groups: list[str], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """One cell's results: metrics, 95% bootstrap CIs, per-image predictions, protocol.
+def protocol_record(ds: Any, info: EncoderInfo, mode: str, pool: str, fraction: float, weights: str | None,
+                    recipe: dict[str, Any]) -> dict[str, Any]:
+    """What a reader needs to compare two results; the same for every fold and seed of a run."""
+    pretraining = info.source if info.mask_ratio is None else f"{info.source} (mask ratio {info.mask_ratio:g})"
+    return {"input_size": info.img_size, "in_chans": info.in_chans, "pretraining": pretraining,
+            "pretraining_mask_ratio": info.mask_ratio, "weights": weights, "architecture": info.name,
+            "label_fraction": fraction, "mode": mode, "pool": pool, "dataset_protocol": ds.protocol,
+            "recipe": recipe}
+
+
+def cell_result(label: str, ds: Any, fold: int, seed: int, y_true: np.ndarray, y_score: np.ndarray,
+                records: list[Any], protocol: dict[str, Any], n_bootstrap: int,
+                training: dict[str, Any]) -> dict[str, Any]:
+    """One cell as a ``usfmae.eval.report`` record: metrics (+ 95% bootstrap CIs), predictions, protocol.
 
     Args:
-        y_true: ``(N,)`` class indices; y_score: ``(N, C)`` class probabilities.
+        y_true: ``(N,)`` class indices of the test images; y_score: ``(N, C)`` class probabilities.
+        records: the N test records (their paths and patient groups are saved with the predictions).
+        training: run facts that differ per cell (epochs, best epoch, sizes, time), kept beside the record.
     """
-    from usfmae.eval import metrics
+    from usfmae.eval import metrics, report
 
     y_pred = y_score.argmax(axis=1)
-    values = metrics.classification_metrics(y_true, y_pred, y_score, classes)
-    names = ["precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
-             "f1_weighted", "accuracy", "balanced_accuracy"]
-    ci = metrics.bootstrap_cis(y_true, y_pred, y_score, names, n_bootstrap, seed, len(classes)) if n_bootstrap else {}
-    return {"protocol": protocol, "metrics": values, "ci95": {k: list(v) for k, v in ci.items()},
-            "predictions": {"id": ids, "group": groups, "y_true": np.asarray(y_true).tolist(),
-                            "y_pred": y_pred.tolist(), "y_score": np.round(y_score, 6).tolist()}}
-
+    values = metrics.classification_metrics(y_true, y_pred, y_score, ds.classes)
+    if n_bootstrap:
+        names = ["precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
+                 "f1_weighted", "accuracy", "balanced_accuracy"]
+        cis = metrics.bootstrap_cis(y_true, y_pred, y_score, names, n_bootstrap, seed, len(ds.classes))
+        values["ci"] = {k: [float(lo), float(hi)] for k, (lo, hi) in cis.items()}
+    predictions = {"id": [str(r.path) for r in records], "group": [str(r.group) for r in records],
+                   "y_true": y_true, "y_pred": y_pred, "y_score": np.round(y_score, 6)}
+    result = report.make_result(model=label, dataset=ds.name, fold=fold, seed=seed, metrics=values,
+                                protocol=protocol, predictions=predictions)
+    result["training"] = training
+    return result
 
 
 # ------------------------------------------------------------------------------------ probe curves
@@ -405,6 +436,8 @@ class ProbeConfig:
     bootstrap: int = opt(200, "bootstrap resamples for the CIs of each cell (0 = none)")
     device: str | None = opt(None, "cuda, cpu, ... (default: cuda when available)")
     num_workers: int = opt(0, "image decoding workers")
+    label: str | None = opt(None, "row label in the report (default: model name, '(scratch)' without weights)")
+    report: bool = opt(True, "render the table and label-efficiency plots to OUT/report")
 
     def __post_init__(self) -> None:
         check(bool(self.data), "give --data KIND:PATH")
@@ -417,12 +450,14 @@ class ProbeConfig:
 def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     """Extract frozen features once, then fit every (method, fraction, fold, seed) cell.
 
-    Writes ``results/<method>_frac<f>_fold<i>_seed<s>.json`` (skipped when present), ``curve.csv``
-    (one row per cell) and ``curve.json`` (mean/std of macro-F1 and accuracy per method and fraction).
+    Writes one results JSON per cell under ``results/`` (skipped when present), ``curve.csv``
+    (one row per cell), ``curve.json`` (mean/std of macro-F1 and accuracy per method and fraction)
+    and, with ``cfg.report``, ``report/`` (table and label-efficiency plots).
     """
     import csv
 
     from usfmae.data import labelled
+    from usfmae.eval import report
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -438,30 +473,31 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     row = np.full(len(ds), -1, dtype=np.int64)
     row[kept] = np.arange(len(kept))
     labels = ds.labels
+    base = cfg.label or f"{info.name}{' (scratch)' if cfg.weights is None else ''}"
     rows = []
     for method, fraction, fold, seed in itertools.product(cfg.methods, sorted(cfg.fractions), folds, cfg.seeds):
-        path = out / "results" / f"{method}_frac{fraction:g}_fold{fold.index}_seed{seed}.json"
+        label = f"{base}{MODE_TITLES[method]}"
+        path = cell_path(out / "results", ds.name, label, fold.index, seed, fraction)
         if path.is_file():
             result = read_json(path)
         else:
+            started = time.perf_counter()
             tr = subset_indices(ds, np.asarray(fold.train), fraction, seed)
             tr, te = tr[row[tr] >= 0], np.asarray(fold.val)[row[np.asarray(fold.val)] >= 0]
             if method == "linear":
                 scores = linear_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), seed=seed)
             else:
                 scores = knn_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), k=cfg.knn_k)
-            protocol = {"dataset": ds.name, "data": cfg.data, "mode": method, "fold": fold.index, "seed": seed,
-                        "model": info.name, "weights": cfg.weights, "pretraining_source": info.source,
-                        "pretraining_mask_ratio": info.mask_ratio, "pool": cfg.pool, "input_size": info.img_size,
-                        "in_chans": info.in_chans, "label_fraction": fraction, "n_train": int(len(tr)),
-                        "n_test": int(len(te)), "knn_k": cfg.knn_k if method == "knn" else None}
-            recs = [ds.records[i] for i in te]
-            result = make_result(labels[te], scores, ds.classes, protocol, [str(r.path) for r in recs],
-                                 [r.group for r in recs], cfg.bootstrap, seed)
-            write_json(path, result)
+            recipe = {"knn_k": cfg.knn_k} if method == "knn" else {"probe": "StandardScaler + LogisticRegression(C=1)"}
+            protocol = protocol_record(ds, info, method, cfg.pool, fraction, cfg.weights, recipe)
+            training = {"n_train": int(len(tr)), "n_test": int(len(te)),
+                        "seconds": round(time.perf_counter() - started, 3)}
+            result = cell_result(label, ds, fold.index, seed, labels[te], scores, [ds.records[i] for i in te],
+                                 protocol, cfg.bootstrap, training)
+            report.save_result(out / "results", result)
         m = result["metrics"]
         rows.append({"method": method, "fraction": fraction, "fold": fold.index, "seed": seed,
-                     "n_train": result["protocol"]["n_train"], "accuracy": m["accuracy"],
+                     "n_train": result["training"]["n_train"], "accuracy": m["accuracy"],
                      "balanced_accuracy": m["balanced_accuracy"], "f1_macro": m["f1_macro"]})
     with atomic_open(out / "curve.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -479,4 +515,8 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     summary = {"dataset": ds.name, "model": info.name, "source": info.source, "n_images": int(len(kept)),
                "feature_dim": int(feats.shape[1]), "curve": curve}
     write_json(out / "curve.json", summary)
+    if cfg.report:
+        # Label-efficiency plots and the table at 100% labels, by the report module.
+        summary["report"] = {k: [str(p) for p in v] for k, v in
+                             report.write_report(out / "results", report.ReportConfig(out=str(out / "report"))).items()}
     return summary
