@@ -18,6 +18,7 @@ import argparse
 import yaml
 
 from usfmae.errors import ConfigError
+from usfmae.train.benchmark import as_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.replace("-", "_")] = yaml.safe_load(value)
+        out[key.replace("-", "_")] = as_number(yaml.safe_load(value))
     return out
 
 

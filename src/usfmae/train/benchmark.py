@@ -59,8 +59,19 @@ def load_suite(name_or_path: str | Path) -> Suite:
     for section in ("models", "datasets"):
         if not isinstance(raw.get(section), dict) or not raw[section]:
             raise ConfigError(f"{path}: '{section}' must be a non-empty mapping")
-    return Suite(str(raw.get("name", path.stem)), raw["models"], raw["datasets"],
-                 dict(raw.get("recipe") or {}), dict(raw.get("sweep") or {}))
+    recipe = {k: as_number(v) for k, v in (raw.get("recipe") or {}).items()}
+    sweep = {k: [as_number(x) for x in (v if isinstance(v, list) else [v])] for k, v in (raw.get("sweep") or {}).items()}
+    return Suite(str(raw.get("name", path.stem)), raw["models"], raw["datasets"], recipe, sweep)
+
+
+def as_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; turn such strings into the float meant."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _fill(value: Any, values: dict[str, str | None]) -> Any:
