@@ -1,16 +1,21 @@
-"""Ingest throughput on one core: a 30 fps H.264 clip and a 30 fps cine DICOM, both sampled at 3 fps.
+"""Ingest throughput on one core: a 30 fps video clip and a 30 fps cine DICOM, both sampled at 3 fps.
 
-Writes a synthetic speckle clip (moving, so frames are not near duplicates) as MP4 and as an
-uncompressed multi-frame DICOM, then times ``usfmae.data.ingest.process_file`` on each in this process
-(decode, sample, hash, within-file dedup, PNG write: the whole per-file ingest path, one core).
+Writes a synthetic speckle clip (moving, so frames are not near duplicates) as H.264 MP4 (x264
+``veryfast``: B-frames, as cameras and screen recorders write) or MJPEG AVI (``--codec mjpeg``), and
+as an uncompressed multi-frame DICOM, then times ``usfmae.data.ingest.process_file`` on each in one
+worker process (decode, sample, hash, within-file dedup, PNG write: the whole per-file ingest path),
+and the reader alone (``video_read_*``: ``read_frames``, no hashing or PNG writing).
 
-Prints one JSON line. ``*_source_frames_per_s`` counts frames of the input stream covered per second
-(the video decoder must decode all of them; the DICOM reader decodes only the sampled ones);
+Prints one JSON line. ``*_source_frames_per_s`` counts frames of the input stream covered per second;
 ``*_out_frames_per_s`` counts sampled frames (hashed, and written unless near duplicates) per second;
-``*_per_cpu_s`` divide by the CPU time of all the worker's threads instead of wall time, which is the
-per-core figure (FFmpeg decodes with several threads). ``ingest_peak_rss_mb``: the worker's peak.
+``*_per_cpu_s`` divide by the CPU time of all the worker's threads instead of wall time: the per-core
+figure (with ``--threads 1``, the default, the decoder uses one thread, as in an ingest worker).
+``video_decode_mode`` is the reader's plan (``nonref``: unsampled B-frames skipped; ``intra``: only
+sampled packets decoded; ``all``). ``load_avg_1m`` is the machine's load before and after (the CPU may
+be shared). ``ingest_peak_rss_mb``: the worker's peak.
 
-    python bench/ingest_throughput.py [--seconds 10] [--width 640] [--height 480]
+    python bench/ingest_throughput.py [--seconds 10] [--width 640] [--height 480] [--codec h264|mjpeg]
+        [--threads 1] [--full-decode] [--png-compression 1]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import concurrent.futures as futures
 import json
 import multiprocessing
+import os
 import resource
 import tempfile
 import time
@@ -30,6 +36,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from usfmae.data import readers
 from usfmae.data.ingest import IngestConfig, process_file
 
 SOURCE_FPS = 30
@@ -47,12 +54,13 @@ def speckle_frames(n: int, height: int, width: int, seed: int = 0) -> np.ndarray
     return frames
 
 
-def write_mp4(path: Path, frames: np.ndarray) -> None:
+def write_video(path: Path, frames: np.ndarray, codec: str = "h264") -> None:
+    """H.264 (x264 veryfast, crf 23: I/P/B frames with B-pyramid) or MJPEG (every frame intra)."""
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=SOURCE_FPS)
+        stream = container.add_stream("libx264" if codec == "h264" else "mjpeg", rate=SOURCE_FPS)
         stream.height, stream.width = frames.shape[1:]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
+        stream.pix_fmt = "yuv420p" if codec == "h264" else "yuvj420p"
+        stream.options = {"preset": "veryfast", "crf": "23"} if codec == "h264" else {}
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="gray")):
                 container.mux(packet)
@@ -88,21 +96,42 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def time_file(root: Path, rel: str, out: Path, n_source: int, repeats: int) -> dict:
-    """Best-of-``repeats`` wall time of one file's ingest, and the CPU time (all threads) it used."""
-    cv2.setNumThreads(1)
-    cfg = IngestConfig(root=str(root), out=str(out), workers=1)
-    best, cpu, rows = float("inf"), float("inf"), []
+def _rates(n_source: int, n_out: int, best: float, cpu: float) -> dict:
+    return {"seconds": round(best, 4), "cpu_seconds": round(cpu, 4),
+            "source_frames_per_s": round(n_source / best, 1), "out_frames_per_s": round(n_out / best, 1),
+            "source_frames_per_cpu_s": round(n_source / cpu, 1), "out_frames_per_cpu_s": round(n_out / cpu, 1)}
+
+
+def _best_of(repeats: int, fn) -> tuple[float, float, object]:
+    """Least wall and least CPU time (all threads) of ``repeats`` calls, and the last result."""
+    best, cpu, result = float("inf"), float("inf"), None
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
-        rows = process_file(str(root), rel, str(out), cfg)["rows"]
+        result = fn()
         best = min(best, time.perf_counter() - start)
         cpu = min(cpu, time.process_time() - start_cpu)
-    written = sum(r["status"] == "ok" for r in rows)
-    return {"peak_rss_mb": _peak_rss_mb(), "seconds": round(best, 4), "cpu_seconds": round(cpu, 4),
-            "source_frames_per_s": round(n_source / best, 1), "out_frames_per_s": round(len(rows) / best, 1),
-            "source_frames_per_cpu_s": round(n_source / cpu, 1), "out_frames_per_cpu_s": round(len(rows) / cpu, 1),
-            "frames_sampled": len(rows), "frames_written": written}
+    return best, cpu, result
+
+
+def time_file(root: Path, rel: str, out: Path, n_source: int, repeats: int, threads: int = 1,
+              selective: bool = True, png_compression: int = 1) -> dict:
+    """Timings of one file: the reader alone, then the whole per-file ingest (best of ``repeats``)."""
+    cv2.setNumThreads(1)  # as in an ingest worker
+    readers.VIDEO_DECODER_THREADS, readers.VIDEO_SELECTIVE_DECODE = threads, selective
+    cfg = IngestConfig(root=str(root), out=str(out), workers=1, png_compression=png_compression)
+    result = {}
+    if readers.detect_kind(root / rel) == "video":
+        best, cpu, frames = _best_of(repeats, lambda: list(readers.read_frames(root / rel)))
+        result.update({f"read_{k}": v for k, v in _rates(n_source, len(frames), best, cpu).items()})
+        with av.open(str(root / rel)) as container:
+            plan = readers.plan_video(container, container.streams.video[0], 3.0) if selective else None
+        result["decode_mode"] = plan.mode if plan else "all"
+    best, cpu, record = _best_of(repeats, lambda: process_file(str(root), rel, str(out), cfg))
+    rows = record["rows"]
+    result.update(_rates(n_source, len(rows), best, cpu))
+    result.update(frames_sampled=len(rows), frames_written=sum(r["status"] == "ok" for r in rows),
+                  peak_rss_mb=_peak_rss_mb())
+    return result
 
 
 def main() -> None:
@@ -111,27 +140,38 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--repeats", type=int, default=3, help="best of N timings")
+    parser.add_argument("--codec", choices=["h264", "mjpeg"], default="h264", help="video codec of the clip")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="video decoder threads (1 = per-core figure; 0 = FFmpeg's choice)")
+    parser.add_argument("--full-decode", action="store_true",
+                        help="decode every video frame (the reader without its decoding plan), for A/B")
+    parser.add_argument("--png-compression", type=int, default=1, help="ingest's PNG zlib level (its default: 1)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     n = int(args.seconds * SOURCE_FPS)
+    load_before = round(os.getloadavg()[0], 2)
+    clip = "S/clip.mp4" if args.codec == "h264" else "S/clip.avi"
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "root"
         (root / "S").mkdir(parents=True)
         frames = speckle_frames(n, args.height, args.width)
-        write_mp4(root / "S" / "clip.mp4", frames)
+        write_video(root / clip, frames, args.codec)
         write_dicom(root / "S" / "cine.dcm", frames)
         del frames
         # Timed in a fresh process so that its peak memory is ingest's, not this script's set-up.
         with futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            video = pool.submit(time_file, root, "S/clip.mp4", Path(tmp) / "out", n, args.repeats).result()
-            cine = pool.submit(time_file, root, "S/cine.dcm", Path(tmp) / "out", n, args.repeats).result()
+            opts = (args.threads, not args.full_decode, args.png_compression)
+            video = pool.submit(time_file, root, clip, Path(tmp) / "out", n, args.repeats, *opts).result()
+            cine = pool.submit(time_file, root, "S/cine.dcm", Path(tmp) / "out", n, args.repeats, *opts).result()
     result = {"bench": "ingest_throughput", "size": f"{args.width}x{args.height}", "source_fps": SOURCE_FPS,
-              "sample_fps": 3.0, "source_frames": n}
+              "sample_fps": 3.0, "source_frames": n, "video_codec": args.codec, "decoder_threads": args.threads,
+              "png_compression": args.png_compression}
     result.update({f"video_{k}": v for k, v in video.items()})
     result.update({f"dicom_{k}": v for k, v in cine.items()})
     result["ingest_peak_rss_mb"] = max(result.pop("video_peak_rss_mb"), result.pop("dicom_peak_rss_mb"))
-    result["note"] = ("one worker process; PyAV decoder threads AUTO, so *_per_cpu_s (CPU time of all threads) "
-                      "is the per-core figure")
+    result.update(cpu_count=os.cpu_count(), load_avg_1m=[load_before, round(os.getloadavg()[0], 2)])
+    result["note"] = ("one worker process, OpenCV single-threaded; *_per_cpu_s (frames per CPU second of all "
+                      "the worker's threads) is the per-core figure")
     print(json.dumps(result))
 
 

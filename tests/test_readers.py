@@ -52,16 +52,18 @@ def write_video(path: Path, n_frames: int = 90, fps: int = 30, size: int = 32, t
 
 
 def write_coded_video(path: Path, codec: str = "libx264", n_frames: int = 90, fps: int = 30, size: int = 32,
-                      options: dict | None = None, pix_fmt: str = "yuv420p", colour: bool = False) -> Path:
+                      options: dict | None = None, pix_fmt: str = "yuv420p", colour: bool = False,
+                      faststart: bool = False) -> Path:
     """A lossy clip whose frame i is a drifting texture (0..20) plus brightness 8 + 5 * (i % 40).
 
     The default options force H.264 B-frames (two between references, x264 ``bframes=2``,
-    ``b-adapt=0``), the frames that selective decoding skips. ``colour`` tints the frames (not gray).
+    ``b-adapt=0``), the frames that selective decoding skips. ``colour`` tints the frames (not gray);
+    ``faststart`` puts the MP4 index first, so a cut-off file still opens.
     """
     texture = np.random.default_rng(2).integers(0, 20, (size, size)).astype(np.int16)
     if options is None:
         options = {"crf": "18", "x264-params": "bframes=2:b-adapt=0:scenecut=0"} if codec == "libx264" else {}
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width = stream.height = size
         stream.pix_fmt = pix_fmt
@@ -215,6 +217,7 @@ def test_bframe_video_skips_nonref_frames_exactly(tmp_path, fps):
     assert _plan(path, fps).mode == "nonref"
     fast = list(read_video(path, "g", fps))
     assert _same_frames(fast, list(read_video(path, "g", fps, selective=False, threads=0)))
+    assert _same_frames(fast, list(read_video(path, "g", fps, threads=0)))  # frame threads too
     ticks = np.arange(len(fast)) / fps
     assert np.abs(np.array([f.timestamp for f in fast]) - ticks).max() <= 0.5 / 30 + 1e-6
     # Each frame's index is its timestamp at 30 fps and its content is that frame's.
@@ -247,6 +250,16 @@ def test_bframe_avi_is_decoded_in_full(tmp_path):
     path = write_coded_video(tmp_path / "bframes.avi")
     assert _plan(path) is None
     assert _same_frames(list(read_frames(path)), list(read_video(path, "g", selective=False)))
+
+
+def test_truncated_video_keeps_decodable_frames_then_raises(tmp_path):
+    data = write_coded_video(tmp_path / "full.mp4", faststart=True).read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) * 4 // 5])
+    for selective in (True, False):
+        got = []
+        with pytest.raises(ReadError, match="video decoding failed"):
+            got.extend(f.index for f in read_video(tmp_path / "cut.mp4", "g", selective=selective))
+        assert 0 < len(got) < 9 and got == list(range(0, 10 * len(got), 10))
 
 
 def test_gray_frames_skip_rgb_conversion_exactly(tmp_path):

@@ -339,28 +339,55 @@ def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None 
             raise ReadError(f"video decoding failed: {exc}") from exc
 
 
+def _decoded(stream, packets: Iterator) -> Iterator:
+    """Frames of ``packets`` (pulled one at a time, so per-packet decoder settings apply). At the
+    first packet that cannot be demuxed or decoded (a truncated or corrupt file) the frames still
+    buffered in the decoder come out, then :class:`ReadError`."""
+    import av
+
+    while True:
+        try:
+            packet = next(packets, None)
+            if packet is None:
+                return
+            frames = stream.decode(packet)
+        except av.error.FFmpegError as exc:
+            try:
+                yield from stream.decode(None)  # drain the frames waiting for reordering
+            except av.error.FFmpegError:
+                pass
+            raise ReadError(f"video decoding failed: {exc}") from exc
+        yield from frames
+
+
 def _decode_planned(container, stream, plan: VideoPlan) -> Iterator[tuple[int, float, object]]:
     """(index, seconds, frame) of the planned frames, decoding as little as the plan allows."""
-    ctx, base, skip = stream.codec_context, float(stream.time_base), "DEFAULT"
-    for packet in container.demux(stream):
-        wanted = packet.pts in plan.picks or not packet.size  # (an empty packet flushes)
-        if plan.mode == "intra" and not wanted:
-            continue  # never sent to the decoder
-        if plan.mode == "nonref" and skip != ("DEFAULT" if wanted else "NONREF"):
-            # Read by the decoder for each packet it is given (and copied to frame threads).
-            skip = ctx.skip_frame = "DEFAULT" if wanted else "NONREF"
-        for frame in stream.decode(packet):
-            index = plan.picks.get(frame.pts)
-            if index is not None:
-                yield index, (frame.pts - plan.first_pts) * base, frame
+    base = float(stream.time_base)
+
+    def packets() -> Iterator:
+        ctx, skip = stream.codec_context, "DEFAULT"
+        for packet in container.demux(stream):
+            wanted = packet.pts in plan.picks or not packet.size  # (an empty packet flushes)
+            if plan.mode == "intra" and not wanted:
+                continue  # never sent to the decoder
+            if plan.mode == "nonref" and skip != ("DEFAULT" if wanted else "NONREF"):
+                # Read by the decoder for each packet it is given (and copied to frame threads).
+                skip = ctx.skip_frame = "DEFAULT" if wanted else "NONREF"
+            yield packet
+
+    for frame in _decoded(stream, packets()):
+        index = plan.picks.get(frame.pts)
+        if index is not None:
+            yield index, (frame.pts - plan.first_pts) * base, frame
 
 
 def _decode_all(container, stream, fps: float) -> Iterator[tuple[int, float, object]]:
     """(index, seconds, frame) of sampled frames, decoding every frame (no usable timestamps)."""
-    rate = float(stream.average_rate or stream.guessed_rate or 30)
+    rate, base = float(stream.average_rate or stream.guessed_rate or 30), stream.time_base
     sampler, t0 = TimeSampler(fps, 0.5 / rate), None
-    for i, frame in enumerate(container.decode(stream)):
-        t = frame.time if frame.time is not None else i / rate
+    for i, frame in enumerate(_decoded(stream, container.demux(stream))):
+        # frame.time is NaN for frames drained by a flush (no packet time base): use the stream's.
+        t = float(frame.pts * base) if frame.pts is not None and base else i / rate
         t0 = t if t0 is None else t0
         if sampler.want(t - t0):
             yield i, t - t0, frame
