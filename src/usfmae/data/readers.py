@@ -5,7 +5,9 @@ without one) and yields :class:`Frame` objects:
 
 * images (PNG, JPEG, BMP, TIFF incl. multi-page), 8 or 16 bit, gray / RGB / RGBA / palette;
 * videos (MP4, AVI, MOV, ... via PyAV), sampled uniformly in time (3 frames/s by default, as the
-  paper) from the decoder's timestamps; only sampled frames are colour-converted;
+  paper) from presentation timestamps; the choice is made from the packets before decoding, so
+  unsampled B-frames (H.264, HEVC, MPEG-1/2) and unsampled intra-only frames (MJPEG) are never
+  decoded, with exactly the frames of a full decode; only sampled frames are converted;
 * DICOM, single or multi-frame cine (pydicom; JPEG / JPEG 2000 / RLE through pylibjpeg), sampled
   at the same rate from FrameTimeVector / FrameTime / CineRate / RecommendedDisplayFrameRate, and
   only the sampled frames are decoded;
@@ -299,11 +301,19 @@ def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None 
                selective: bool | None = None) -> Iterator[Frame]:
     """Video frames sampled at ``fps`` from their presentation timestamps.
 
-    With ``selective`` (default ``VIDEO_SELECTIVE_DECODE``, True) the packets are first demuxed to choose the frames (see
-    :func:`plan_video`); then intra-only video decodes just the chosen packets, and H.264 / HEVC /
-    MPEG-1/2 skip the non-reference frames (B-frames) that are not chosen. The frames, indices and
-    timestamps are identical to decoding everything (tested), at a fraction of the decoding.
-    ``threads``: decoder threads (default ``VIDEO_DECODER_THREADS``; 0 = FFmpeg's choice).
+    With ``selective`` (default ``VIDEO_SELECTIVE_DECODE``: True) the packets are first demuxed to
+    choose the frames (:func:`plan_video`); then intra-only video (MJPEG, ...) decodes just the chosen
+    packets, and H.264 / HEVC / MPEG-1/2 skip the non-reference frames (B-frames) not chosen. The
+    frames, indices and timestamps are identical to decoding everything (tested), for a fraction of
+    the decoding. ``threads``: decoder threads (default ``VIDEO_DECODER_THREADS``; 0 = FFmpeg's choice).
+
+    Yields:
+        Frame: pixels (H, W) gray or (H, W, 3) RGB uint8; index = position in presentation order;
+        timestamp = seconds after the first frame.
+
+    Raises:
+        ReadError: the file cannot be opened, or a packet cannot be decoded (after the frames that
+            could, so a truncated clip keeps its beginning).
     """
     import av  # imported here: only video ingest pays for FFmpeg start-up
 
