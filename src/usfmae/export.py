@@ -47,6 +47,7 @@ LEAKAGE_STATEMENT = (
 def _card(info: EncoderInfo, timm_cfg: dict[str, Any], pool: str, onnx_diff: float | None,
           recipe: dict[str, Any] | None) -> str:
     kwargs, arch = timm_cfg["model_args"], timm_cfg["architecture"]
+    data = f"`{info.pretrain['data']}`" if info.pretrain and info.pretrain.get("data") else "not recorded in the checkpoint"
     recipe_lines = "\n".join(f"| {k} | {v} |" for k, v in (recipe or {}).items()) or "| (not recorded) | |"
     onnx_line = (f"`encoder.onnx` (opset >= 17, dynamic batch): onnxruntime vs PyTorch max abs difference "
                  f"{onnx_diff:.2e}." if onnx_diff is not None else "ONNX export was not requested.")
@@ -73,7 +74,8 @@ A Vision Transformer encoder pretrained with masked autoencoding on ultrasound i
 | pooled feature | {pool} |
 
 ## Data
-Weights source: `{info.source}`. Pretraining mask ratio: {info.mask_ratio if info.mask_ratio is not None else "unknown"}.
+Weights: {info.describe()}. Pretraining mask ratio: {info.mask_ratio if info.mask_ratio is not None else "unknown"}.
+Pretraining data: {data}.
 The paper's corpus, OpenUS-46, has 374,192 images from 46 public ultrasound datasets (23 clinical
 applications); video sources sampled at 3 frames per second and volumes sliced to 2D.
 
@@ -154,7 +156,8 @@ def export(weights: str | Path | None, out: str | Path, model_name: str | None =
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_encoder(weights, model_name, **(overrides or {}))
     model = model.float().eval()
-    recipe = recipe if recipe is not None else {"model": info.name, **model.cfg.to_dict()}
+    if recipe is None:  # the pretraining config stored in our checkpoints, else the architecture
+        recipe = dict(info.pretrain) if info.pretrain else {"model": info.name, **model.cfg.to_dict()}
     sidecar = checkpoint.export_encoder(model, out / "model.safetensors",
                                         metadata={"source": info.source, "weights": str(weights) if weights else None,
                                                   "pool": pool})

@@ -211,8 +211,19 @@ class EncoderInfo:
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    source: str  # "scratch", "usfmae", "mae" (facebookresearch / released), "imagenet", ...
+    source: str  # "scratch", "usfmae-pretrain", "imported:<file>", "imagenet"
     mask_ratio: float | None = None  # mask ratio of the pretraining, when the checkpoint says
+    pretrain: dict[str, Any] | None = None  # the pretraining config and step count of our checkpoints
+
+    def describe(self) -> str:
+        """One line for the results' ``protocol.pretraining``, e.g. ``usfmae-pretrain phantom:512, 400 steps, mask 0.75``."""
+        parts = [self.source]
+        if self.pretrain:
+            data, step = self.pretrain.get("data"), self.pretrain.get("step")
+            parts[0] += f" {data}" if data else ""
+            parts += [f"{step} steps"] if step is not None else []
+        parts += [f"mask {self.mask_ratio:g}"] if self.mask_ratio is not None else []
+        return ", ".join(parts)
 
 
 def data_contract(model: nn.Module, img_size: int | None = None,
@@ -243,8 +254,12 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
     path = Path(weights)
     if not path.is_file():
         raise DataError(f"{path}: weights file not found")
-    state, meta = checkpoint.read_checkpoint(path)
+    raw = _load_raw(path)
+    state, meta = checkpoint.read_checkpoint(raw if raw is not None else path)
     model = checkpoint.build_from_checkpoint({"model": state, **meta}, model_name=model_name, **overrides)
+    pretrain = None
+    if raw is not None and isinstance(raw.get("config"), dict):
+        pretrain = {**raw["config"], "step": raw.get("step")}
     if meta.get("model_cfg"):
         # Our own checkpoint records the pretraining config, mask ratio included.
         source, mask_ratio = "usfmae-pretrain", model.cfg.mask_ratio
@@ -253,12 +268,28 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
         # paper says 0.25, the released notebook ran MAE's default 0.75), so none is claimed.
         source, mask_ratio = f"imported:{path.name}", None
     name = getattr(model, "model_name", None) or model_name or f"vit_{model.cfg.embed_dim}x{model.cfg.depth}"
-    return model, _info(model, name, source, mask_ratio)
+    return model, _info(model, name, source, mask_ratio, pretrain)
 
 
-def _info(model: nn.Module, name: str, source: str, mask_ratio: float | None) -> EncoderInfo:
+def _load_raw(path: Path) -> dict | None:
+    """The whole ``torch.save`` payload (memory-mapped), to read the pretraining config beside the
+    weights; None for safetensors or anything ``checkpoint.read_checkpoint`` should explain."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - read_checkpoint gives the user-facing error
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _info(model: nn.Module, name: str, source: str, mask_ratio: float | None,
+          pretrain: dict[str, Any] | None = None) -> EncoderInfo:
     size, chans, mean, std = data_contract(model)
-    return EncoderInfo(name, size, chans, mean, std, source, None if mask_ratio is None else float(mask_ratio))
+    return EncoderInfo(name, size, chans, mean, std, source, None if mask_ratio is None else float(mask_ratio),
+                       pretrain)
 
 
 def pick_device(device: str | None = None) -> torch.device:

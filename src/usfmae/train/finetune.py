@@ -381,8 +381,7 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
 def protocol_record(ds: Any, info: EncoderInfo, mode: str, pool: str, fraction: float, weights: str | None,
                     recipe: dict[str, Any]) -> dict[str, Any]:
     """What a reader needs to compare two results; the same for every fold and seed of a run."""
-    pretraining = info.source if info.mask_ratio is None else f"{info.source} (mask ratio {info.mask_ratio:g})"
-    return {"input_size": info.img_size, "in_chans": info.in_chans, "pretraining": pretraining,
+    return {"input_size": info.img_size, "in_chans": info.in_chans, "pretraining": info.describe(),
             "pretraining_mask_ratio": info.mask_ratio, "weights": weights, "architecture": info.name,
             "label_fraction": fraction, "mode": mode, "pool": pool, "dataset_protocol": ds.protocol,
             "recipe": recipe}
