@@ -112,13 +112,14 @@ def test_baselines_use_the_same_protocol(phantom_dataset: Path, tmp_path: Path, 
     calls = []
 
     def fake(name, num_classes, in_chans=1, weights_path=None, *, img_size=224, small_input=False):
-        calls.append((name, num_classes, in_chans, weights_path, img_size))
+        calls.append((name, num_classes, in_chans, weights_path, img_size, small_input))
         return _TinyCNN(num_classes, in_chans)
 
     monkeypatch.setattr(baselines, "create_baseline", fake)
-    cfg = _cfg(phantom_dataset, tmp_path, model="resnet50", img_size=64, in_chans=1, epochs=1, bootstrap=0)
+    cfg = _cfg(phantom_dataset, tmp_path, model="resnet50", img_size=64, in_chans=1, epochs=1, bootstrap=0,
+               small_input=True)
     result = read_json(finetune.run(cfg)["cells"][0])
-    assert calls == [("resnet50", 2, 1, None, 64)]
+    assert calls == [("resnet50", 2, 1, None, 64, True)]
     assert result["model"] == "resnet50" and result["protocol"]["pretraining"] == "scratch"
     assert result["protocol"]["input_size"] == 64
 
@@ -136,3 +137,13 @@ def test_cli_reports_a_missing_dataset_in_one_line(tmp_path: Path, capsys) -> No
     code = main(["finetune", "--data", f"busbra:{tmp_path / 'nope'}", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nope" in err[0]
+
+
+def test_early_stopping_keeps_the_best_epoch(phantom_dataset: Path, tmp_path: Path) -> None:
+    """With a learning rate too small to change predictions, validation F1 never improves after
+    epoch 0, so patience 2 stops the run after epoch 2 and epoch 0's weights are kept."""
+    cfg = _cfg(phantom_dataset, tmp_path, k=4, epochs=10, lr=1e-12, min_lr=0.0, val_fraction=0.25, patience=2,
+               bootstrap=0)
+    training = read_json(finetune.run(cfg)["cells"][0])["training"]
+    assert training["n_val"] > 0 and training["n_train"] + training["n_val"] == 24
+    assert (training["epochs_run"], training["best_epoch"]) == (3, 0)

@@ -84,6 +84,8 @@ class FinetuneConfig:
     num_workers: int = opt(0, "image decoding workers")
     source: str | None = opt(None, "pretraining-source label recorded in results (default: from weights)")
     label: str | None = opt(None, "row label in the report (default: model, source and method)")
+    small_input: bool = opt(False, "resnet50 only: stride-1 stem, no max-pool, for small (e.g. 64 px) inputs; "
+                            "4x the compute")
 
     def __post_init__(self) -> None:
         check(bool(self.data), "give --data KIND:PATH (e.g. phantom:demo_out/phantom)")
@@ -149,9 +151,8 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
         from usfmae.models.baselines import create_baseline
 
         chans, size = cfg.in_chans or 3, cfg.img_size or 224
-        # Small inputs (the 64 px phantom) keep ResNet's stem at stride 1 so the map is not 2x2.
         model = create_baseline(cfg.model, num_classes=num_classes, in_chans=chans, weights_path=cfg.weights,
-                                img_size=size, small_input=size < 128)
+                                img_size=size, small_input=cfg.small_input)
         size, chans, mean, std = data_contract(model, size, chans)
         source = "imagenet" if cfg.weights else "scratch"
         return model, EncoderInfo(cfg.model, size, chans, mean, std, cfg.source or source)
