@@ -72,3 +72,21 @@ def test_embed_cli(phantom_dataset: Path, weights: Path, tmp_path: Path, capsys)
     assert "32 x 128" in capsys.readouterr().out
     assert main(["embed", "--weights", str(weights), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.npy")]) == 2
     assert main(["embed", "--weights", str(weights), str(phantom_dataset / "images"), "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def test_embed_shards_equals_embed_of_the_same_frames(phantom_dataset: Path, weights: Path, tmp_path: Path) -> None:
+    """The shard fast path (no decode) gives the features of the PNG path for the same pixels."""
+    from usfmae.data.store import ShardWriter
+    from usfmae.export import embed
+    from usfmae.train.features import load_image
+
+    pngs = sorted((phantom_dataset / "images").glob("*.png"))
+    with ShardWriter(tmp_path / "shards", (64, 64, 1), shard_size=10) as writer:
+        for p in pngs:
+            writer.add(load_image(p, 64, 1), p.stem)
+    embed(phantom_dataset / "images", tmp_path / "png.npy", weights=weights, batch_size=16)
+    summary = embed(tmp_path / "shards", tmp_path / "shards.parquet", weights=weights, batch_size=16)
+    table = pq.read_table(tmp_path / "shards.parquet")
+    assert summary["n"] == 32 and table.column("path").to_pylist() == [p.stem for p in pngs]
+    np.testing.assert_allclose(np.stack(table.column("feature").to_numpy(zero_copy_only=False)),
+                               np.load(tmp_path / "png.npy"), rtol=0, atol=1e-5)

@@ -147,3 +147,13 @@ def test_early_stopping_keeps_the_best_epoch(phantom_dataset: Path, tmp_path: Pa
     training = read_json(finetune.run(cfg)["cells"][0])["training"]
     assert training["n_val"] > 0 and training["n_train"] + training["n_val"] == 24
     assert (training["epochs_run"], training["best_epoch"]) == (3, 0)
+
+
+@pytest.mark.parametrize("verb", ["finetune", "probe", "benchmark", "embed", "export"])
+def test_help_renders(verb: str, capsys) -> None:
+    """argparse formats help with %: a stray percent sign in a help text would crash --help."""
+    from usfmae.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0 and "Examples:" in capsys.readouterr().out

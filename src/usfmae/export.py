@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import RejectLog, atomic_open, atomic_path, write_json
@@ -184,7 +185,10 @@ def export(weights: str | Path | None, out: str | Path, model_name: str | None =
 
 # ----------------------------------------------------------------------------------------- embed
 def embed_inputs(source: str | Path) -> list[Path]:
-    """Image paths of a folder (recursive), a Parquet manifest (``path`` column) or a KIND:PATH spec."""
+    """Image paths of a folder (recursive), a Parquet manifest (``path`` column) or a KIND:PATH spec.
+
+    (A ``usfmae pack`` shard folder is read directly by :func:`embed_shards` instead.)
+    """
     from usfmae.errors import DataError
 
     text = str(source)
@@ -218,15 +222,22 @@ def embed(source: str | Path, out: str | Path, weights: str | Path | None = None
         ``{"n", "dim", "rejected", "out"}``. Unreadable files are skipped and logged to
         ``<out>.rejects.jsonl``.
     """
+    from usfmae.data import store
+
     out = Path(out)
     if out.suffix not in (".parquet", ".npy"):
         raise UsfmaeError(f"{out}: output must end in .parquet or .npy")
-    paths = embed_inputs(source)
     model, info = load_encoder(weights, model_name, **(overrides or {}))
     rejects = RejectLog(out.with_name(out.name + ".rejects.jsonl"))
-    feats, kept = extract_features_from_files(model, paths, info.img_size, info.in_chans, info.mean, info.std,
-                                              pool, batch_size, device, num_workers, rejects, progress)
-    kept_paths = [str(paths[i]) for i in kept]
+    if store.is_shard_dir(source):  # packed frames: no decoding, the fast path
+        reader = store.ShardReader(source)
+        feats = embed_shards(reader, model, info, pool, batch_size, device, progress)
+        kept_paths = list(reader.ids)
+    else:
+        paths = embed_inputs(source)
+        feats, kept = extract_features_from_files(model, paths, info.img_size, info.in_chans, info.mean, info.std,
+                                                  pool, batch_size, device, num_workers, rejects, progress)
+        kept_paths = [str(paths[i]) for i in kept]
     if out.suffix == ".npy":
         with atomic_path(out) as tmp:
             np.save(tmp, feats)
@@ -243,4 +254,41 @@ def embed(source: str | Path, out: str | Path, weights: str | Path | None = None
             "img_size": info.img_size, "in_chans": info.in_chans})})
         with atomic_path(out) as tmp:
             pq.write_table(table, tmp)
-    return {"n": int(len(kept)), "dim": int(feats.shape[1]), "rejected": rejects.count, "out": str(out)}
+    return {"n": int(len(kept_paths)), "dim": int(feats.shape[1]), "rejected": rejects.count, "out": str(out)}
+
+
+@torch.no_grad()
+def embed_shards(reader: Any, model: nn.Module, info: EncoderInfo, pool: str = "cls", batch_size: int = 256,
+                 device: str | None = None, progress: bool = False) -> np.ndarray:
+    """Features of every frame of a ``usfmae pack`` shard folder, in index order.
+
+    Frames are gathered from the memory maps in batches, moved to the device, converted to the
+    model's channels (luminance or replication) and size (antialiased bilinear) there.
+
+    Returns:
+        float32 ``(N, D)``.
+    """
+    import torch.nn.functional as F
+
+    from usfmae.train.features import forward_pooled, normalise, pick_device
+
+    dev = pick_device(device)
+    encoder = PooledEncoder(model, pool).eval().to(dev)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)
+    starts = range(0, len(reader), batch_size)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, unit="batch", desc="features")
+    out = []
+    for start in starts:
+        frames = reader.read_batch(np.arange(start, min(start + batch_size, len(reader))))  # (B, H, W, C)
+        x = torch.from_numpy(frames).to(dev, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[1] == 3 and info.in_chans == 1:
+            x = (x * luma).sum(dim=1, keepdim=True)
+        elif x.shape[1] == 1 and info.in_chans > 1:
+            x = x.expand(-1, info.in_chans, -1, -1)
+        if x.shape[-1] != info.img_size or x.shape[-2] != info.img_size:
+            x = F.interpolate(x, size=(info.img_size, info.img_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        out.append(forward_pooled(encoder, normalise(x, info.mean, info.std), dev))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

@@ -1,8 +1,8 @@
 """Write encoder features of images to Parquet or NumPy (deterministic, no masking).
 
-INPUT is a folder of images (searched recursively), a Parquet manifest with a `path` column
-(relative paths are resolved against the manifest's folder), or a labelled dataset spec
-KIND:PATH. Unreadable files are skipped, named on one line each and listed in OUT's
+INPUT is a folder of images (searched recursively), a `usfmae pack` shard folder (fastest: no
+decoding), a Parquet manifest with a `path` column (relative paths are resolved against the
+manifest's folder), or a labelled dataset spec KIND:PATH. Unreadable files are skipped, named on one line each and listed in OUT's
 `.rejects.jsonl`. Parquet output has columns `path` and `feature` (a list of D floats);
 .npy output is an (N, D) float32 array with the paths in a sibling `.paths.txt`.
 
@@ -17,7 +17,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="image folder, Parquet manifest (path column), or KIND:PATH dataset spec")
+    parser.add_argument("input", help="image folder, shard folder, Parquet manifest (path column), or KIND:PATH spec")
     parser.add_argument("--weights", help="encoder checkpoint (none: --model from scratch)")
     parser.add_argument("--model", help="registry name (architecture hint for --weights, or the scratch model)")
     parser.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels when the checkpoint does not say")

@@ -1,8 +1,11 @@
 """Fine-tune an encoder (or a CNN/ViT baseline) on a labelled dataset, fold by fold and seed by seed.
 
-Each (fold, seed) cell writes OUT/fold<F>_seed<S>.json with per-image predictions, metrics
-(precision/recall/F1 macro and weighted, accuracy, AUROC, confusion matrix) and bootstrap 95%
-confidence intervals; re-running skips finished cells.
+Each (fold, seed) cell writes OUT/<dataset>__<label>__frac<F>__fold<K>__seed<S>.json (the
+`usfmae report` schema) with per-image predictions, metrics (precision/recall/F1 macro and
+weighted, accuracy, AUROC, confusion matrix), bootstrap 95 percent confidence intervals and the
+protocol (input size, pretraining source and mask ratio, label fraction, recipe); re-running
+skips finished cells. Early stopping uses an inner validation split of each training fold,
+grouped by patient.
 
 Examples:
   usfmae finetune --data busbra:~/data/BUSBRA --weights usfmae.pt --model mae_vit_base_patch16 \\

@@ -26,7 +26,10 @@ from usfmae.train.finetune import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
-SUITE_DIR = Path(__file__).resolve().parents[3] / "configs" / "benchmark"
+# Built-in suites: the repository's configs/benchmark (editable installs), else a copy shipped as
+# package data under usfmae/configs/benchmark.
+SUITE_DIRS = (Path(__file__).resolve().parents[3] / "configs" / "benchmark",
+              Path(__file__).resolve().parents[1] / "configs" / "benchmark")
 PLACEHOLDERS = ("data_root", "weights", "baseline_weights")
 
 
@@ -45,9 +48,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
     """A suite by name (``paper`` -> ``configs/benchmark/paper.yaml``) or by YAML path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = SUITE_DIR / f"{name_or_path}.yaml"
+        path = next((d / f"{name_or_path}.yaml" for d in SUITE_DIRS if (d / f"{name_or_path}.yaml").is_file()),
+                    SUITE_DIRS[0] / f"{name_or_path}.yaml")
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))) if SUITE_DIR.is_dir() else "none"
+        known = ", ".join(sorted({p.stem for d in SUITE_DIRS if d.is_dir() for p in d.glob("*.yaml")})) or "none"
         raise ConfigError(f"{path}: benchmark suite not found (built-in suites: {known})")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

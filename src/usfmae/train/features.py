@@ -324,14 +324,15 @@ def extract_features(model: nn.Module, images: torch.Tensor, mean: Sequence[floa
         starts = tqdm(starts, unit="batch", desc="features")
     for start in starts:
         batch = normalise(images[start:start + batch_size].to(device, non_blocking=True), mean, std)
-        out.append(_forward(encoder, batch, device))
+        out.append(forward_pooled(encoder, batch, device))
     encoder.train(was_training)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
 
 
-def _forward(encoder: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+def forward_pooled(encoder: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``encoder(batch)`` under bf16 autocast on CUDA (float32 elsewhere); float32 ``(B, D)`` on the CPU."""
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         feats = encoder(batch)
     return feats.float().cpu()
@@ -354,7 +355,7 @@ def extract_features_from_files(model: nn.Module, paths: Sequence[str | Path], i
     feats, kept = [], []
     for index, images in iter_image_batches(paths, img_size, in_chans, batch_size, num_workers, rejects, progress):
         batch = normalise(images.to(device, non_blocking=True), mean, std)
-        feats.append(_forward(encoder, batch, device))
+        feats.append(forward_pooled(encoder, batch, device))
         kept.append(index.numpy())
     if not feats:
         raise DataError(f"none of the {len(paths)} images could be read")

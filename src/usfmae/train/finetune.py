@@ -79,7 +79,7 @@ class FinetuneConfig:
     seeds: list[int] = opt([0], "seeds; each fold runs once per seed")
     label_fraction: float = opt(1.0, "fraction of the training labels used (stratified, nested across fractions)")
     knn_k: int = opt(20, "neighbours for --mode knn (cosine)")
-    bootstrap: int = opt(1000, "bootstrap resamples for 95% confidence intervals (0 = none)")
+    bootstrap: int = opt(1000, "bootstrap resamples for 95 percent confidence intervals (0 = none)")
     device: str | None = opt(None, "cuda, cpu, ... (default: cuda when available)")
     num_workers: int = opt(0, "image decoding workers")
     source: str | None = opt(None, "pretraining-source label recorded in results (default: from weights)")
