@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from usfmae.fileio import read_json
-from usfmae.train import features, finetune
-from usfmae.train.finetune import ProbeConfig
+from usfmae.train import benchmark, features, finetune
+from usfmae.train.benchmark import ProbeConfig
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ def test_linear_probe_with_one_class_predicts_it() -> None:
 def test_probe_curve_on_frozen_features(phantom_dataset: Path, tmp_path: Path) -> None:
     cfg = ProbeConfig(data=f"phantom:{phantom_dataset}", model="mae_vit_micro_patch8_64", out=str(tmp_path),
                       fractions=[0.25, 1.0], seeds=[0, 1], split="kfold", k=2, knn_k=5, bootstrap=50)
-    summary = finetune.run_probe(cfg)
+    summary = benchmark.run_probe(cfg)
     with open(tmp_path / "curve.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 2 * 2 * 2  # methods x fractions x folds x seeds
@@ -76,7 +76,7 @@ def test_probe_curve_on_frozen_features(phantom_dataset: Path, tmp_path: Path) -
     assert (tmp_path / "report" / "label_efficiency.csv").is_file()
     # A re-run reads the finished cells instead of refitting them.
     stamp = (tmp_path / "curve.json").stat().st_mtime_ns
-    again = finetune.run_probe(cfg)
+    again = benchmark.run_probe(cfg)
     assert again["curve"] == summary["curve"] and (tmp_path / "curve.json").stat().st_mtime_ns >= stamp
 
 

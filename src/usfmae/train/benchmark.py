@@ -1,27 +1,39 @@
-"""The benchmark grid: models x datasets x (sweep settings) x folds x seeds, resumable.
+"""Evaluation grids, both resumable: the benchmark (models x datasets x sweep settings x folds x
+seeds, fine-tuned) and the probe curve (linear / k-NN x label fractions x folds x seeds, frozen).
 
-A suite is a YAML file (``configs/benchmark/paper.yaml`` is the paper's Table 2) with ``models``,
+A benchmark suite is a YAML file (``configs/benchmark/paper.yaml`` is the paper's Table 2) with ``models``,
 ``datasets``, a shared ``recipe`` (any :class:`~usfmae.train.finetune.FinetuneConfig` field), an
 optional ``sweep`` (field -> list of values) and placeholders ``{data_root}``, ``{weights}``,
 ``{baseline_weights}`` filled from the command line. Results land in
-``OUT/<dataset>/<model>/<setting>/fold<F>_seed<S>.json``; a cell whose JSON exists is skipped, so
-an interrupted grid resumes where it stopped. At the end the report renderer writes the table.
+``OUT/<dataset>/<model>/<setting>/`` (one report-schema JSON per cell); a cell whose JSON exists is
+skipped, so an interrupted grid resumes where it stopped. At the end the report renderer writes
+the table.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from usfmae.config import build_config
+from usfmae.config import build_config, check, opt, save_config
 from usfmae.errors import ConfigError, UsfmaeError
-from usfmae.fileio import write_json
+from usfmae.fileio import RejectLog, atomic_open, read_json, write_json
 from usfmae.train import finetune
+from usfmae.train.features import (
+    extract_features,
+    knn_probe,
+    linear_probe,
+    load_encoder,
+    pick_device,
+    preload_images,
+)
 from usfmae.train.finetune import FinetuneConfig
 
 log = logging.getLogger(__name__)
@@ -191,3 +203,110 @@ def render_report(out: Path, models: list[str]) -> Path:
 
     written = report.write_report(out, report.ReportConfig(out=str(out / "report"), models=models))
     return next(p for p in written["tables"] if p.suffix == ".md")
+
+
+# ------------------------------------------------------------------------------ probe label curves
+@dataclass
+class ProbeConfig:
+    """Settings of ``usfmae probe``: frozen features, linear and k-NN probes, label-fraction curves."""
+
+    data: str = opt("", "labelled data KIND:PATH (see usfmae finetune --help)")
+    weights: str | None = opt(None, "encoder checkpoint; none = --model from scratch (the control)")
+    model: str = opt("mae_vit_base_patch16", "encoder registry name (architecture hint for --weights)")
+    out: str = opt("probe_out", "output folder")
+    pool: str = opt("cls", "pooled feature", choices=["cls", "mean"])
+    methods: list[str] = opt(["linear", "knn"], "probes to fit: linear (logistic regression), knn")
+    fractions: list[float] = opt([0.01, 0.05, 0.1, 0.25, 0.5, 1.0], "label fractions of each training fold")
+    seeds: list[int] = opt([0, 1, 2], "seeds (label subsets and logistic regression)")
+    knn_k: int = opt(20, "neighbours of the k-NN probe (cosine)")
+    split: str = opt("auto", "auto, official or kfold", choices=["auto", "official", "kfold"])
+    k: int = opt(5, "folds for --split kfold")
+    folds: list[int] = opt([], "run only these fold indices (default: all)")
+    batch_size: int = opt(64, "images per forward pass")
+    bootstrap: int = opt(200, "bootstrap resamples for the CIs of each cell (0 = none)")
+    device: str | None = opt(None, "cuda, cpu, ... (default: cuda when available)")
+    num_workers: int = opt(0, "image decoding workers")
+    label: str | None = opt(None, "row label in the report (default: model name, '(scratch)' without weights)")
+    report: bool = opt(True, "render the table and label-efficiency plots to OUT/report")
+
+    def __post_init__(self) -> None:
+        check(bool(self.data), "give --data KIND:PATH")
+        check(bool(self.methods) and set(self.methods) <= {"linear", "knn"}, "methods must be linear and/or knn")
+        check(bool(self.fractions) and all(0 < f <= 1 for f in self.fractions), "fractions must be in (0, 1]")
+        check(len(self.seeds) > 0, "give at least one seed")
+        check(self.knn_k >= 1 and self.batch_size >= 1, "knn-k and batch-size must be positive")
+
+
+def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
+    """Extract frozen features once, then fit every (method, fraction, fold, seed) cell.
+
+    Writes one results JSON per cell under ``results/`` (skipped when present), ``curve.csv``
+    (one row per cell), ``curve.json`` (mean/std of macro-F1 and accuracy per method and fraction)
+    and, with ``cfg.report``, ``report/`` (table and label-efficiency plots).
+    """
+    import csv
+
+    from usfmae.data import labelled
+    from usfmae.eval import report
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    ds = labelled.load_dataset(cfg.data)
+    folds = [f for f in finetune.dataset_folds(ds, cfg.split, cfg.k, cfg.seeds[0]) if not cfg.folds or f.index in cfg.folds]
+    check(bool(folds), f"none of folds {cfg.folds} exist in {ds.name}")
+    model, info = load_encoder(cfg.weights, cfg.model)
+    device = pick_device(cfg.device)
+    images, kept = preload_images([r.path for r in ds.records], info.img_size, info.in_chans, cfg.num_workers,
+                                  RejectLog(out / "rejects.jsonl"), progress=True)
+    feats = extract_features(model, images, info.mean, info.std, cfg.pool, cfg.batch_size, device)
+    row = np.full(len(ds), -1, dtype=np.int64)
+    row[kept] = np.arange(len(kept))
+    labels = ds.labels
+    base = cfg.label or f"{info.name}{' (scratch)' if cfg.weights is None else ''}"
+    rows = []
+    for method, fraction, fold, seed in itertools.product(cfg.methods, sorted(cfg.fractions), folds, cfg.seeds):
+        label = f"{base}{finetune.MODE_TITLES[method]}"
+        path = finetune.cell_path(out / "results", ds.name, label, fold.index, seed, fraction)
+        if path.is_file():
+            result = read_json(path)
+        else:
+            started = time.perf_counter()
+            tr = finetune.subset_indices(ds, np.asarray(fold.train), fraction, seed)
+            tr, te = tr[row[tr] >= 0], np.asarray(fold.val)[row[np.asarray(fold.val)] >= 0]
+            if method == "linear":
+                scores = linear_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), seed=seed)
+            else:
+                scores = knn_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), k=cfg.knn_k)
+            recipe = {"knn_k": cfg.knn_k} if method == "knn" else {"probe": "StandardScaler + LogisticRegression(C=1)"}
+            protocol = finetune.protocol_record(ds, info, method, cfg.pool, fraction, cfg.weights, recipe)
+            training = {"n_train": int(len(tr)), "n_test": int(len(te)),
+                        "seconds": round(time.perf_counter() - started, 3)}
+            result = finetune.cell_result(label, ds, fold.index, seed, labels[te], scores, [ds.records[i] for i in te],
+                                 protocol, cfg.bootstrap, training)
+            report.save_result(out / "results", result)
+        m = result["metrics"]
+        rows.append({"method": method, "fraction": fraction, "fold": fold.index, "seed": seed,
+                     "n_train": result["training"]["n_train"], "accuracy": m["accuracy"],
+                     "balanced_accuracy": m["balanced_accuracy"], "f1_macro": m["f1_macro"]})
+    with atomic_open(out / "curve.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    curve = []
+    for method, fraction in itertools.product(cfg.methods, sorted(cfg.fractions)):
+        sel = [r for r in rows if r["method"] == method and r["fraction"] == fraction]
+        f1 = np.array([r["f1_macro"] for r in sel])
+        acc = np.array([r["accuracy"] for r in sel])
+        curve.append({"method": method, "fraction": fraction, "cells": len(sel),
+                      "n_train_mean": float(np.mean([r["n_train"] for r in sel])),
+                      "f1_macro_mean": float(f1.mean()), "f1_macro_std": float(f1.std(ddof=1)) if len(sel) > 1 else 0.0,
+                      "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std(ddof=1)) if len(sel) > 1 else 0.0})
+    summary = {"dataset": ds.name, "model": info.name, "source": info.source, "n_images": int(len(kept)),
+               "feature_dim": int(feats.shape[1]), "curve": curve}
+    write_json(out / "curve.json", summary)
+    if cfg.report:
+        # Label-efficiency plots and the table at 100% labels, by the report module.
+        summary["report"] = {k: [str(p) for p in v] for k, v in
+                             report.write_report(out / "results", report.ReportConfig(out=str(out / "report"))).items()}
+    return summary
