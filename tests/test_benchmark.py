@@ -105,3 +105,12 @@ def test_set_overrides_parse_as_yaml() -> None:
         "epochs": 5, "seeds": [0, 1], "device": "cuda", "lr": 1e-3}
     with pytest.raises(ConfigError):
         parse_overrides(["epochs"])
+
+
+def test_suite_values_are_type_checked(data_root: Path, tmp_path: Path) -> None:
+    suite = benchmark.load_suite("paper")
+    with pytest.raises(ConfigError, match="epochs must be int, got 'abc'"):
+        benchmark.plan(suite, data_root, tmp_path, models=["vgg19"], overrides={"epochs": "abc"})
+    groups = benchmark.plan(suite, data_root, tmp_path, models=["vgg19"], datasets=["busbra"],
+                            overrides={"lr": "1e-3", "seeds": 3, "epochs": 2.0})
+    assert (groups[0].cfg.lr, groups[0].cfg.seeds, groups[0].cfg.epochs) == (1e-3, [3], 2)

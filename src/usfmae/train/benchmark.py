@@ -15,6 +15,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,45 @@ def setting_name(setting: dict[str, Any]) -> str:
     return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in setting.items()) or "default"
 
 
+def checked_settings(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Type-check suite / ``--set`` values against :class:`FinetuneConfig` (YAML gives any type).
+
+    Raises:
+        ConfigError: naming the setting, e.g. ``vgg19 on busbra: epochs must be int, got 'abc'``.
+    """
+    hints = typing.get_type_hints(FinetuneConfig)
+    out = {}
+    for key, value in values.items():
+        tp = hints.get(key)
+        if tp is None:
+            out[key] = value  # unknown names are reported by build_config
+            continue
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        base = args[0] if optional else tp
+        if value is None and optional:
+            out[key] = None
+            continue
+        if typing.get_origin(base) is list:
+            item = typing.get_args(base)[0]
+            value = value if isinstance(value, list) else [value]
+            out[key] = [_checked(item, v, f"{where}: {key}") for v in value]
+        else:
+            out[key] = _checked(base, value, f"{where}: {key}")
+    return out
+
+
+def _checked(tp: type, value: Any, name: str) -> Any:
+    value = as_number(value) if tp in (int, float) else value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {tp.__name__}, got {value!r}")
+    return value
+
+
 @dataclass
 class Group:
     """All folds x seeds of one (model, dataset, setting): one ``finetune.run``."""
@@ -161,7 +202,7 @@ def plan(suite: Suite, data_root: str | Path, out: str | Path, weights: str | No
                               "out": str(Path(out) / dname / mname / sname), "label": label}
                 if values_cfg.get("weights") is None:
                     values_cfg.pop("weights", None)
-                cfg = build_config(FinetuneConfig, None, values_cfg)
+                cfg = build_config(FinetuneConfig, None, checked_settings(values_cfg, f"{mname} on {dname}"))
                 groups.append(Group(mname, dname, sname, cfg))
     return groups
 
