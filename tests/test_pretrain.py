@@ -127,14 +127,15 @@ def test_cli_end_to_end_loss_falls_and_reconstruct(tmp_path: Path, capsys) -> No
     assert "1 images" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("stop", [3, 4])
-def test_resume_reproduces_uninterrupted_run(tmp_path: Path, stop: int) -> None:
+@pytest.mark.parametrize(("stop", "workers"), [(3, 1), (4, 0)])
+def test_resume_reproduces_uninterrupted_run(tmp_path: Path, stop: int, workers: int) -> None:
+    """Stop mid-epoch (3) or on a checkpoint (4); loader workers change nothing (per-image seeds)."""
     run(_cfg(tmp_path / "full"))
-    first = run(_cfg(tmp_path / "split", stop_after=stop))
+    first = run(_cfg(tmp_path / "split", stop_after=stop, num_workers=workers))
     assert first["step"] == stop and not (tmp_path / "split" / "checkpoints" / "final.pt").exists()
     with pytest.raises(ConfigError, match="--resume"):
         run(_cfg(tmp_path / "split"))
-    run(_cfg(tmp_path / "split"), resume=True)
+    run(_cfg(tmp_path / "split", num_workers=workers), resume=True)
     full, split = (read_jsonl(tmp_path / d / "log.jsonl") for d in ("full", "split"))
     assert [(r["step"], r["loss"], r["lr"]) for r in split] == [(r["step"], r["loss"], r["lr"]) for r in full]
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "final.pt") for d in ("full", "split"))

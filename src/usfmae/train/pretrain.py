@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -157,9 +158,12 @@ def paper_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dis
         # their dataset copies (and the phantom cache) from one epoch to the next.
         sampler.set_epoch(epoch, start_step)
         if not loader:
+            # forkserver, not fork: OpenCV's thread pool in a forked child can deadlock when the
+            # parent has used it (e.g. to write or generate images) before the workers start.
+            context = "forkserver" if cfg.num_workers > 0 and sys.platform.startswith("linux") else None
             loader.append(DataLoader(view, batch_sampler=sampler, num_workers=cfg.num_workers,
                                      worker_init_fn=_worker_init, persistent_workers=cfg.num_workers > 0,
-                                     pin_memory=dist.device.type == "cuda"))
+                                     multiprocessing_context=context, pin_memory=dist.device.type == "cuda"))
         return loader[0]
 
     return DataPipeline(sampler.steps_per_epoch, batches, lambda x, step, micro: x.float())
