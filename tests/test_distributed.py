@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from usfmae.fileio import read_jsonl
-from usfmae.train.distributed import DistInfo, StepBatchSampler, epoch_order, init_from_env, local_rows, mix_seed
+from usfmae.train.distributed import (
+    DistInfo,
+    StepBatchSampler,
+    epoch_order,
+    init_from_env,
+    local_rows,
+    mix_seed,
+)
 from usfmae.train.pretrain import PretrainConfig, load_checkpoint, mask_generator_fn, run
 
 
@@ -36,8 +43,8 @@ def test_ranks_partition_the_single_process_global_batches() -> None:
     single = _batches(1, 0)
     assert len(single) == 2 and all(len(b) == 8 for b in single)  # 20 images: the last 4 are dropped
     r0, r1 = _batches(2, 0), _batches(2, 1)
-    assert [a + b for a, b in zip(r0, r1)] == single  # (index, augmentation seed) pairs included
-    assert [x for pair in zip(_batches(1, 0, accum=2)[::2], _batches(1, 0, accum=2)[1::2]) for b in pair for x in b] \
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == single  # (index, augmentation seed) pairs included
+    assert [x for pair in zip(_batches(1, 0, accum=2)[::2], _batches(1, 0, accum=2)[1::2], strict=True) for b in pair for x in b] \
         == [x for b in single for x in b]
     assert _batches(1, 0, start=1) == single[1:]  # mid-epoch resume skips consumed steps
     assert _batches(1, 0, epoch=1) != single and _batches(1, 0, epoch=1) == _batches(1, 0, epoch=1)

@@ -141,7 +141,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path, stop: int, workers:
     a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "final.pt") for d in ("full", "split"))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(),
-                                                  b["optimizer"]["state"][0].values()))
+                                                  b["optimizer"]["state"][0].values(), strict=True))
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_lr_at_known_steps(step: int, expected: float) -> None:
 
 def test_lr_is_monotone_after_warmup_and_scaled_in_one_place() -> None:
     values = [lr_at(s, 50, 2.5e-4, 5) for s in range(5, 51)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
     assert effective_lr(1e-3, 64) == 2.5e-4  # the paper: nominal 1e-3 at batch 64
     assert warmup_steps_for(1000) == 100 and warmup_steps_for(7, 0.1) == 1
     assert lr_at(3, 3, 1.0, 3) == 1.0  # all warmup: no cosine to run

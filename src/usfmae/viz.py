@@ -116,12 +116,12 @@ def loss_curve(records: Sequence[dict], path: str | Path, title: str = "MAE pret
     points = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if points:
-        steps, losses = zip(*points)
+        steps, losses = zip(*points, strict=True)
         ax.plot(steps, losses, color="tab:blue", label="loss")
         lrs = [(r["step"], r["lr"]) for r in records if r.get("lr") is not None]
         if lrs:
             ax2 = ax.twinx()
-            ax2.plot(*zip(*lrs), color="tab:orange", alpha=0.6, linewidth=1)
+            ax2.plot(*zip(*lrs, strict=True), color="tab:orange", alpha=0.6, linewidth=1)
             ax2.set_ylabel("learning rate", color="tab:orange")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("masked-patch MSE", color="tab:blue")

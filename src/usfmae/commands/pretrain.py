@@ -22,8 +22,11 @@ import json
 import os
 from pathlib import Path
 
+import yaml
+
 from usfmae.config import add_dataclass_arguments, build_config
-from usfmae.train.pretrain import PretrainConfig, run as run_pretrain
+from usfmae.train.pretrain import PretrainConfig
+from usfmae.train.pretrain import run as run_pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,11 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     fields = PretrainConfig.__dataclass_fields__
     overrides = {k: v for k, v in vars(args).items() if k in fields}
-    preset = args.config
     saved = Path(overrides.get("out", PretrainConfig.out)) / "config.yaml"
-    if args.resume and preset is None and saved.is_file():
-        preset = saved  # resuming needs no flags repeated: the run's own resolved config is the base
-    cfg = build_config(PretrainConfig, preset, overrides)
+    if args.resume and args.config is None and saved.is_file():
+        # Resuming needs no flags repeated: the run's own resolved config is the base, except the
+        # stop point of the invocation that was stopped.
+        values = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        values.pop("stop_after", None)
+        cfg = build_config(PretrainConfig, None, {**values, **overrides})
+    else:
+        cfg = build_config(PretrainConfig, args.config, overrides)
     result = run_pretrain(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(result))

@@ -165,7 +165,7 @@ def _manifest_files(manifest: Path) -> list[Path]:
         raise DataError(f"{manifest}: manifest has no 'path' column")
     paths = table.column("path").to_pylist()
     if "status" in table.column_names:
-        paths = [p for p, s in zip(paths, table.column("status").to_pylist()) if s == "ok"]
+        paths = [p for p, s in zip(paths, table.column("status").to_pylist(), strict=True) if s == "ok"]
     return [manifest.parent / p for p in paths if p]
 
 
