@@ -172,3 +172,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mo
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (tmp_path / "checkpoints" / "final.pt").exists()
+
+
+def test_evaluate_is_the_batch_weighted_mean_loss() -> None:
+    from usfmae.models.registry import create_model
+    from usfmae.train.engine import evaluate
+
+    torch.manual_seed(0)
+    model = create_model("mae_vit_micro_patch8_64")
+    batches = [torch.randn(3, 1, 64, 64), torch.randn(1, 1, 64, 64)]
+    gen = lambda step, micro: torch.Generator().manual_seed(step)  # noqa: E731
+    result = evaluate(model, batches, device=torch.device("cpu"), batch_transform=lambda x, s, m: x,
+                      mask_generator=gen)
+    with torch.no_grad():
+        losses = [model(x, None, gen(i, 0))[0].item() for i, x in enumerate(batches)]
+    assert result["images"] == 4 and result["loss"] == pytest.approx((3 * losses[0] + losses[1]) / 4, rel=1e-6)
+    assert model.training  # evaluate restores the mode it found

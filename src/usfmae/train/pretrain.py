@@ -369,6 +369,7 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.0f}")
         if at_ckpt:
             save(done)
+            clock["t"] = time.perf_counter()  # images/s measures training, not checkpoint writing
 
     try:
         while step < end:
