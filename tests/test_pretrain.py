@@ -188,3 +188,18 @@ def test_evaluate_is_the_batch_weighted_mean_loss() -> None:
         losses = [model(x, None, gen(i, 0))[0].item() for i, x in enumerate(batches)]
     assert result["images"] == 4 and result["loss"] == pytest.approx((3 * losses[0] + losses[1]) / 4, rel=1e-6)
     assert model.training  # evaluate restores the mode it found
+
+
+def test_init_from_released_format_adapts_rgb_weights(tmp_path: Path) -> None:
+    """A plain 3-channel MAE state dict (the released USF-MAE layout) starts a grayscale run."""
+    from usfmae.models.registry import create_model
+
+    torch.manual_seed(1)
+    released = create_model("mae_vit_micro_patch8_64", in_chans=3).state_dict()
+    torch.save(released, tmp_path / "released.pt")
+    # Step 0 of 10 (warmup lr 0) leaves the weights as loaded (AdamW's decay is scaled by lr too).
+    run(_cfg(tmp_path / "run", steps=10, stop_after=1, recon_images=0, init_from=str(tmp_path / "released.pt")))
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    torch.testing.assert_close(state["patch_embed.proj.weight"],
+                               released["patch_embed.proj.weight"].sum(dim=1, keepdim=True))
+    assert torch.equal(state["blocks.3.mlp.fc2.weight"], released["blocks.3.mlp.fc2.weight"])
