@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from usfmae.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _MASK64 = (1 << 63) - 1
@@ -56,6 +58,8 @@ def init_from_env(device: str | None = None) -> DistInfo:
         (``cuda:LOCAL_RANK`` on GPU machines).
     """
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but PyTorch sees no CUDA GPU here; use --device cpu")
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

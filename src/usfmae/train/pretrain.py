@@ -99,6 +99,7 @@ class PretrainConfig:
               "rotation and crop-scale take two values: low high")
         check(0.0 <= self.flip_p <= 1.0, f"flip-p must be in [0, 1], got {self.flip_p}")
         check(self.recon_images >= 0 and self.num_workers >= 0, "recon-images and num-workers must be >= 0")
+        check(self.device in (None, "cpu", "cuda"), f"device must be cpu or cuda, got {self.device!r}")
 
     def augment_config(self) -> T.AugmentConfig:
         if not self.augment:
