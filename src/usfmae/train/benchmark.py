@@ -40,10 +40,9 @@ from usfmae.train.finetune import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
-# Built-in suites: the repository's configs/benchmark (editable installs), else a copy shipped as
-# package data under usfmae/configs/benchmark.
-SUITE_DIRS = (Path(__file__).resolve().parents[3] / "configs" / "benchmark",
-              Path(__file__).resolve().parents[1] / "configs" / "benchmark")
+# Built-in suites ship as package data (usfmae/configs/benchmark; the repository's top-level
+# configs/ is a link to usfmae/configs, so presets have one home).
+SUITE_DIRS = (Path(__file__).resolve().parents[1] / "configs" / "benchmark",)
 PLACEHOLDERS = ("data_root", "weights", "baseline_weights")
 
 
