@@ -33,6 +33,7 @@ import concurrent.futures as futures
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -338,7 +339,10 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
         for rel in todo:
             collect(process_file(str(root), rel, str(out), cfg))
     else:
-        with futures.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        # forkserver, not fork: a forked child inherits locks held by the parent's OpenCV/torch
+        # threads and can hang forever (seen when ingest runs in a process that used them before).
+        context = multiprocessing.get_context("forkserver")
+        with futures.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context) as pool:
             jobs = [pool.submit(process_file, str(root), rel, str(out), cfg) for rel in todo]
             for job in futures.as_completed(jobs):
                 collect(job.result())
