@@ -32,7 +32,8 @@ class DemoConfig:
     n_pretrain: int = opt(1000, "phantom images (with overlays) for pretraining")
     raw_size: int = opt(128, "side of the generated phantom images before cleaning")
     img_size: int = opt(64, "model input side (the micro MAE is built for 64 px)")
-    pretrain_steps: int = opt(1500, "MAE optimiser steps (batch 64)")
+    pretrain_steps: int = opt(1500, "MAE optimiser steps")
+    batch_size: int = opt(64, "MAE pretraining batch")
     mask_ratio: float = opt(0.75, "MAE mask ratio (the paper uses 0.25; 0.75 learns faster in CPU minutes)")
     n_task: int = opt(400, "labelled phantom images for the evaluation task")
     labels_per_class: int = opt(20, "training labels per class in each fold (few-label regime)")
@@ -42,7 +43,7 @@ class DemoConfig:
     figures: str = opt("", "also copy the headline figures into this folder (e.g. docs/figures)")
 
     def __post_init__(self) -> None:
-        check(self.n_pretrain >= 16, "n-pretrain must be at least 16")
+        check(self.n_pretrain >= self.batch_size, "n-pretrain must hold at least one batch (--batch-size)")
         check(self.n_task >= 4 * self.folds, "n-task must hold at least 4 images per fold")
         check(self.pretrain_steps >= 1, "pretrain-steps must be positive")
         check(0 < self.mask_ratio < 1, "mask-ratio must be in (0, 1)")
@@ -92,13 +93,14 @@ def pretrain(cfg: DemoConfig, shards: Path, out: Path) -> Path:
     # targets gave clearly better few-label probes on the phantom task (0.72 vs 0.61 macro-F1).
     pcfg = PretrainConfig(data=str(shards), out=str(run_dir), model=ENCODER, mask_ratio=cfg.mask_ratio,
                           norm_pix_loss=True,
-                          steps=cfg.pretrain_steps, batch_size=64, blr=1.5e-3 * 4, weight_decay=0.05,
+                          steps=cfg.pretrain_steps, batch_size=cfg.batch_size, blr=6e-3, weight_decay=0.05,
                           seed=cfg.seed, ckpt_every=max(cfg.pretrain_steps // 4, 1), recipe="fast",
                           num_workers=0, device="cpu")
     resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to keep
     result = run(pcfg, resume=resume)
-    return Path(result["checkpoint"]).with_name("final.pt") if (run_dir / "checkpoints" / "final.pt").is_file() \
-        else Path(result["checkpoint"])
+    return final if final.is_file() else Path(result["checkpoint"])
 
 
 def evaluate(cfg: DemoConfig, task_manifest: Path, checkpoint: Path, out: Path) -> Path:
