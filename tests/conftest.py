@@ -7,6 +7,18 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread for every test: the models are tiny and CI's two cores are shared
+    (two threads fighting over busy cores were measured 3x slower than one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A written phantom set: 32 images at 64x64 with overlays, seed 0; returns its root folder.

@@ -6,19 +6,10 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 from fixtures_datasets import make_busbra, make_gist514, make_mmotu
 
 from usfmae.errors import ConfigError, UsfmaeError
 from usfmae.train import benchmark, finetune
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,6 @@ from usfmae.train import finetune
 from usfmae.train.finetune import FinetuneConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the CI machine has two cores shared with other tests."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def easy_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """96 images at 64 px, linear probe geometry, high contrast, big lesions, no overlays: an easy task."""

@@ -23,15 +23,6 @@ from usfmae.train.pretrain import PretrainConfig, load_checkpoint, run
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are tiny and the CI machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(out: Path, **overrides) -> PretrainConfig:
     values = dict(data="phantom:32", out=str(out), model="mae_vit_micro_patch8_64", steps=8, batch_size=8,
                   ckpt_every=4, log_every=1, num_workers=0, blr=1e-2, recon_images=2, progress=False)

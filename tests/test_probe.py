@@ -6,20 +6,10 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from usfmae.fileio import read_json
 from usfmae.train import benchmark, features, finetune
 from usfmae.train.benchmark import ProbeConfig
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

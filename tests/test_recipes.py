@@ -7,8 +7,6 @@ within the noise of different augmentation draws, and both must fall.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 
 from usfmae.fileio import read_jsonl
 from usfmae.train.pretrain import PretrainConfig, run
@@ -21,14 +19,6 @@ def _losses(tmp_path, recipe: str) -> np.ndarray:
     run(cfg)
     records = [r for r in read_jsonl(tmp_path / recipe / "log.jsonl") if "loss" in r]
     return np.array([r["loss"] for r in records])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fast_recipe_loss_curve_matches_paper_recipe(tmp_path) -> None:
