@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from usfmae import __version__
-from usfmae.errors import UsfmaeError
+# OpenCV prints its own multi-line warnings for undecodable files; the stage that skips the file
+# already reports it in one line. Set before any module imports cv2 (worker processes inherit it).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+from usfmae import __version__  # noqa: E402
+from usfmae.errors import UsfmaeError  # noqa: E402
 
 # verb -> (module under usfmae.commands, one-line help). Order is the pipeline order.
 VERBS: dict[str, tuple[str, str]] = {
