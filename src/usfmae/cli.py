@@ -85,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsfmaeError as exc:
         print(f"usfmae {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"usfmae {args.verb}: interrupted", file=sys.stderr)
         return 130
