@@ -37,6 +37,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from usfmae.data import readers
+from usfmae.data import video as video_reader
 from usfmae.data.ingest import IngestConfig, process_file
 
 SOURCE_FPS = 30
@@ -117,14 +118,14 @@ def time_file(root: Path, rel: str, out: Path, n_source: int, repeats: int, thre
               selective: bool = True, png_compression: int = 1) -> dict:
     """Timings of one file: the reader alone, then the whole per-file ingest (best of ``repeats``)."""
     cv2.setNumThreads(1)  # as in an ingest worker
-    readers.VIDEO_DECODER_THREADS, readers.VIDEO_SELECTIVE_DECODE = threads, selective
+    video_reader.VIDEO_DECODER_THREADS, video_reader.VIDEO_SELECTIVE_DECODE = threads, selective
     cfg = IngestConfig(root=str(root), out=str(out), workers=1, png_compression=png_compression)
     result = {}
     if readers.detect_kind(root / rel) == "video":
         best, cpu, frames = _best_of(repeats, lambda: list(readers.read_frames(root / rel)))
         result.update({f"read_{k}": v for k, v in _rates(n_source, len(frames), best, cpu).items()})
         with av.open(str(root / rel)) as container:
-            plan = readers.plan_video(container, container.streams.video[0], 3.0) if selective else None
+            plan = video_reader.plan_video(container, container.streams.video[0], 3.0) if selective else None
         result["decode_mode"] = plan.mode if plan else "all"
     best, cpu, record = _best_of(repeats, lambda: process_file(str(root), rel, str(out), cfg))
     rows = record["rows"]
