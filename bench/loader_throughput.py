@@ -39,9 +39,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from usfmae.commands.pack import PackConfig, pack_corpus  # noqa: E402
 from usfmae.data.fast_loader import ShardBatchLoader, build_fast_pipeline  # noqa: E402
 from usfmae.data.gpu_augment import GpuAugment  # noqa: E402
+from usfmae.data.pack import PackConfig, pack_corpus  # noqa: E402
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from usfmae.cli import main
-from usfmae.commands.pack import PackConfig, list_corpus, load_frame, pack_corpus
+from usfmae.data.pack import PackConfig, list_corpus, load_frame, pack_corpus
 from usfmae.data.store import ShardReader, ShardWriter, shard_name
 from usfmae.errors import DataError
 

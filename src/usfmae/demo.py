@@ -69,8 +69,8 @@ def make_data(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
 
 def clean_and_pack(cfg: DemoConfig, phantom_manifest: Path, out: Path) -> Path:
     """Stages 2-3: remove the burned-in overlays, resize, and pack into memory-mapped shards."""
-    from usfmae.commands.pack import PackConfig, pack_corpus
     from usfmae.data.clean import CleanConfig, run_clean
+    from usfmae.data.pack import PackConfig, pack_corpus
 
     _stage("2/6 clean: remove burned-in text, calipers and colour marks; resize")
     cleaned = run_clean(phantom_manifest, out / "2_clean", CleanConfig(size=cfg.img_size, sheet=8))
