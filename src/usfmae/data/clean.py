@@ -34,13 +34,13 @@ import cv2
 import numpy as np
 
 from usfmae.config import check, opt, save_config, to_dict
+from usfmae.data.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, append_jsonl, atomic_path, read_jsonl
 
 log = logging.getLogger(__name__)
 
 METHODS = ("usfmae", "paper")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from usfmae.data.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Phantom items are cached in memory up to this many bytes (generation costs ~10 ms at 224 px).
 _PHANTOM_CACHE_BYTES = 256 * 2**20
 

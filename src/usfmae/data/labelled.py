@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from usfmae.data.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 BUSBRA_CLASSES = ["benign", "malignant"]
 MMOTU_CLASSES = ["chocolate_cyst", "serous_cystadenoma", "teratoma", "theca_cell_tumour", "simple_cyst",
                  "normal_ovary", "mucinous_cystadenoma", "high_grade_serous_cystadenocarcinoma"]

@@ -25,13 +25,13 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from usfmae.config import check, opt
+from usfmae.data.frames import IMAGE_SUFFIXES
 from usfmae.data.store import ShardReader, ShardWriter, check_layout, is_shard_dir
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass

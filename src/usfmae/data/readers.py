@@ -21,55 +21,39 @@ each frame's (each volume's, for volumes) min..max to 0..255; ``"bits"`` divides
 ``2 ** (bit_depth - 8)``, keeping absolute intensities comparable across files (floats and signed
 data always use min-max). A file that cannot be decoded raises :class:`ReadError`.
 
-The video reader lives in :mod:`usfmae.data.video`; its public names (``read_video``,
-``plan_video``, ``VideoPlan``, ``video_frame_pixels``, ``VIDEO_DECODER_THREADS``,
-``VIDEO_SELECTIVE_DECODE``) stay importable from here.
+The video reader lives in :mod:`usfmae.data.video` and the shared pieces (``Frame``,
+``ReadError``, suffixes, ``to_uint8``) in :mod:`usfmae.data.frames`; both are importable from here.
+To change a video switch such as ``VIDEO_DECODER_THREADS``, set it on :mod:`usfmae.data.video`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from usfmae.errors import DataError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm", ".ogv")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-SCALES = ("minmax", "bits")
-# Re-exported from usfmae.data.video on first access (PEP 562 module __getattr__): video.py imports
-# Frame, ReadError, TimeSampler and normalize_channels from here, so an eager import would be circular.
-_VIDEO_NAMES = frozenset({"VIDEO_DECODER_THREADS", "VIDEO_SELECTIVE_DECODE", "VideoPlan", "plan_video",
-                          "read_video", "video_frame_pixels"})
-
-
-class ReadError(DataError):
-    """A file that exists but cannot be decoded (corrupt, truncated, empty, unsupported)."""
-
-
-@dataclasses.dataclass
-class Frame:
-    """One 2-D frame taken from a file.
-
-    Attributes:
-        pixels: (H, W) gray or (H, W, 3) RGB uint8.
-        index: frame index (video/cine), slice index (volume) or page index (multi-page TIFF).
-        timestamp: seconds from the first frame (video, cine) or None.
-        bit_depth: bits per sample of the stored data before conversion to 8 bits.
-        group_id: what frames of one patient/study/clip share ("study:<uid>", "patient:<id>", or
-            the file path), used for near-duplicate search and grouped splits.
-    """
-
-    pixels: np.ndarray
-    index: int
-    timestamp: float | None
-    bit_depth: int
-    group_id: str
+from usfmae.data.frames import (  # noqa: F401 (re-exported: the readers' public names)
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    SCALES,
+    VIDEO_SUFFIXES,
+    VOLUME_SUFFIXES,
+    Frame,
+    ReadError,
+    TimeSampler,
+    normalize_channels,
+    to_uint8,
+)
+from usfmae.data.video import (  # noqa: F401 (re-exported)
+    VIDEO_DECODER_THREADS,
+    VIDEO_SELECTIVE_DECODE,
+    VideoPlan,
+    plan_video,
+    read_video,
+    video_frame_pixels,
+)
 
 
 def _suffix(path: Path) -> str:
@@ -103,57 +87,6 @@ def detect_kind(path: str | Path) -> str | None:
     if suffix in (".raw", ".zraw") and any(path.with_suffix(s).exists() for s in (".mhd", ".nhdr")):
         return "companion"
     return "dicom" if _is_dicom(path) else None
-
-
-def to_uint8(arr: np.ndarray, bit_depth: int, scale: str = "minmax") -> np.ndarray:
-    """Map any numeric array to uint8 (see the module docstring for ``scale``)."""
-    if arr.dtype == np.uint8:
-        return arr
-    if scale == "bits" and np.issubdtype(arr.dtype, np.unsignedinteger) and bit_depth > 8:
-        return np.minimum(arr >> (bit_depth - 8), 255).astype(np.uint8)
-    arr = arr.astype(np.float32, copy=False)
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
-        return np.zeros(arr.shape, np.uint8)
-    return np.nan_to_num((arr - lo) * (255.0 / (hi - lo))).round().clip(0, 255).astype(np.uint8)
-
-
-def normalize_channels(arr: np.ndarray, bgr: bool = False) -> np.ndarray:
-    """(H,W) / (H,W,1..4) uint8 -> (H,W) or (H,W,3); alpha over black; equal RGB channels -> gray."""
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3:
-        if arr.shape[2] in (2, 4):  # gray+alpha or colour+alpha: composite over black
-            alpha = arr[..., -1:].astype(np.uint16)
-            arr = ((arr[..., :-1].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
-            if arr.shape[2] == 1:
-                arr = arr[..., 0]
-        if arr.ndim == 3:
-            arr = arr[..., ::-1] if bgr else arr
-            if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
-                arr = arr[..., 0]
-    return np.ascontiguousarray(arr)
-
-
-class TimeSampler:
-    """Uniform sampling in time: keep the first frame at or after each tick k / fps.
-
-    A frame within half a source frame interval before a tick counts as on it, so 30 fps sampled
-    at 3 fps keeps frames 0, 10, 20, ... despite rounding in the timestamps. A source slower than
-    ``fps`` keeps every frame. ``fps <= 0`` keeps every frame.
-    """
-
-    def __init__(self, fps: float, tolerance: float) -> None:
-        self.fps, self.tolerance, self._tick = fps, tolerance, 0
-
-    def want(self, t: float) -> bool:
-        if self.fps <= 0:
-            return True
-        if t + self.tolerance < self._tick / self.fps:
-            return False
-        while self._tick / self.fps <= t + self.tolerance:
-            self._tick += 1
-        return True
 
 
 def read_image(path: Path, group_id: str, scale: str = "minmax") -> Iterator[Frame]:
@@ -309,23 +242,9 @@ def read_frames(path: str | Path, group_id: str | None = None, fps: float = 3.0,
     if kind == "image":
         return read_image(path, group_id, scale)
     if kind == "video":
-        from usfmae.data.video import read_video
-
         return read_video(path, group_id, fps)
     if kind == "dicom":
         return read_dicom(path, group_id, fps, scale)
     if kind == "volume":
         return read_volume(path, group_id, axis, scale)
     raise ReadError(f"unsupported file type {_suffix(path) or '(no suffix)'}")
-
-
-def __getattr__(name: str) -> object:
-    """Names of :mod:`usfmae.data.video` read through this module (see ``_VIDEO_NAMES``).
-
-    Reading ``readers.VIDEO_DECODER_THREADS`` works; to change it, set it on ``usfmae.data.video``.
-    """
-    if name in _VIDEO_NAMES:
-        from usfmae.data import video
-
-        return getattr(video, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

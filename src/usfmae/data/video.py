@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from usfmae.data.readers import Frame, ReadError, TimeSampler, normalize_channels
+from usfmae.data.frames import Frame, ReadError, TimeSampler, normalize_channels
 
 # Decoder threads per video. Ingest already runs one worker process per core, and FFmpeg's frame
 # threads cost ~1.8x the CPU per frame (H.264 640x480: 134 vs 73 ms per 300 frames), so one thread

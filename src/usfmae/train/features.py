@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from usfmae.data.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError, UsfmaeError
 from usfmae.fileio import RejectLog
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # Used when a model carries no data contract (torchvision / timm baselines): ImageNet statistics,
 # averaged over RGB for a single grayscale channel.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
