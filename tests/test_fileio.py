@@ -45,3 +45,16 @@ def test_reject_log_records_file_and_reason(tmp_path, caplog) -> None:
     assert rejects.count == 1
     assert rejects.read() == [{"file": "a.png", "reason": "truncated PNG", "stage": "ingest"}]
     assert "skipped a.png: truncated PNG" in caplog.text
+
+
+def test_ensure_output_dir_reports_a_file_in_the_way(tmp_path) -> None:
+    from usfmae.errors import DataError
+    from usfmae.fileio import ensure_output_dir
+
+    assert ensure_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="exists and is not a folder"):
+        ensure_output_dir(tmp_path / "file")
+    with pytest.raises(DataError, match="cannot create the output folder"):
+        ensure_output_dir(tmp_path / "file" / "sub")

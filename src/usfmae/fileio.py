@@ -18,6 +18,26 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 
+def ensure_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and parents), or raise one clear ``DataError``.
+
+    Catches the usual user mistakes up front: the path is a file, it cannot be created, or it is
+    not writable, so a batch job fails before doing any work instead of at its first write.
+    """
+    from usfmae.errors import DataError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: output folder is not writable")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.

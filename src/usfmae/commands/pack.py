@@ -17,12 +17,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from usfmae.config import add_dataclass_arguments, config_from_args
 from usfmae.data.pack import PackConfig, pack_corpus
-from usfmae.errors import DataError
+from usfmae.fileio import ensure_output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,15 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(PackConfig, args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
-    if not os.access(out, os.W_OK):
-        raise DataError(f"{out}: output folder is not writable")
+    out = ensure_output_dir(args.out)
     stats = pack_corpus(args.corpus, out, cfg, progress=not args.no_progress)
     print(f"packed {stats['frames']} frames in {out} ({stats['added']} added, {stats['rejected']} rejected, "
           f"{stats['skipped']} already done)")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 from usfmae.config import check, opt, save_config, to_dict
 from usfmae.data.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, append_jsonl, atomic_path, read_jsonl
+from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -253,13 +252,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     """
     from tqdm import tqdm
 
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{out}: cannot create output folder ({exc.strerror})") from exc
-    if not os.access(out, os.W_OK):
-        raise DataError(f"{out}: output folder is not writable")
+    out = ensure_output_dir(out)
     items = list_inputs(source)
     save_config(cfg, out / "clean_config.yaml")
     done_log = out / "done.jsonl"

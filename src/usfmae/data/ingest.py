@@ -56,7 +56,7 @@ from usfmae.data.hashing import (
 )
 from usfmae.data.readers import SCALES, detect_kind, read_frames
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, append_jsonl, atomic_path
+from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -302,10 +302,7 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     root, out = Path(cfg.root), Path(cfg.out)
     if not root.is_dir():
         raise DataError(f"{root}: input folder not found")
-    try:
-        (out / ".ingest").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{out}: cannot create output folder ({exc.strerror})") from exc
+    ensure_output_dir(out / ".ingest")
     exclude = read_exclude_ids(cfg.exclude) if cfg.exclude else set()
     save_config(cfg, out / "ingest_config.yaml")
     progress_path = out / ".ingest" / "progress.jsonl"

@@ -42,7 +42,7 @@ from usfmae.config import check, opt, to_dict
 from usfmae.data.phantom_anatomy import BeamGrid, lesion_map, make_grid, tissue_map
 from usfmae.data.phantom_overlays import composite, draw_overlays
 from usfmae.errors import ConfigError, DataError
-from usfmae.fileio import atomic_path, read_json, write_json
+from usfmae.fileio import atomic_path, ensure_output_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -263,12 +263,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 def _check_out_dir(out_dir: Path, cfg: PhantomConfig, seed: int) -> None:
     """Create ``out_dir`` or fail with one line; refuse to mix sets made with other settings."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{out_dir}: cannot create output folder ({exc.strerror or exc})") from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise DataError(f"{out_dir}: output folder is not writable")
+    ensure_output_dir(out_dir)
     saved = out_dir / "phantom.json"
     if saved.exists():
         try:

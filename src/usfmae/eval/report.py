@@ -34,7 +34,7 @@ import numpy as np
 from usfmae.config import check, opt
 from usfmae.errors import DataError
 from usfmae.eval.metrics import aggregate, bootstrap_cis
-from usfmae.fileio import RejectLog, atomic_open, read_json, write_json
+from usfmae.fileio import RejectLog, atomic_open, ensure_output_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -358,10 +358,7 @@ def write_report(results_dir: str | Path, cfg: ReportConfig) -> dict[str, list[P
     if not Path(results_dir).is_dir():
         raise DataError(f"{results_dir}: results folder not found")
     out = Path(cfg.out) if cfg.out else Path(results_dir) / "report"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
+    ensure_output_dir(out)
     results = load_results(results_dir, RejectLog(out / "rejects.jsonl", log))
     table = build_table(results, cfg.average, cfg.with_paper, cfg.ci, cfg.label_fraction, cfg.n_boot, cfg.seed,
                         cfg.models)
