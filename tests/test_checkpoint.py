@@ -104,18 +104,30 @@ def test_import_released_checkpoint_into_grayscale_paper_model(released_file):
     assert torch.equal(model.decoder_pos_embed, state["decoder_pos_embed"])
 
 
-def test_facebook_mae_wrapper_needs_explicit_trust_for_pickled_args(tmp_path):
+class _Opaque:
+    """Stands for any pickled object that is not on the checkpoint allow-list."""
+
+
+def test_facebook_mae_wrapper_with_pickled_args_loads_safely(tmp_path):
     src = micro(in_chans=3)
     path = tmp_path / "mae_pretrain.pth"
-    torch.save({"model": src.state_dict(), "optimizer": {}, "epoch": 4, "args": argparse.Namespace(lr=1e-3)}, path)
-    with pytest.raises(UsfmaeError, match="allow_pickle=True"):
-        read_checkpoint(path)
+    args = argparse.Namespace(lr=1e-3, model="mae_vit_base_patch16", input_size=224, norm_pix_loss=True)
+    torch.save({"model": src.state_dict(), "optimizer": {}, "epoch": 4, "args": args}, path)
     model = micro(in_chans=3)
     model.load_state_dict({k: torch.zeros_like(v) for k, v in model.state_dict().items()})
-    result = load_mae_weights(model, path, allow_pickle=True)
+    result = load_mae_weights(model, path)  # weights_only loading: Namespace is allow-listed
     assert result.kept_init == [] and result.adapted == []
     for key, value in src.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_unknown_pickled_objects_need_explicit_trust(tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save({"model": micro().state_dict(), "extra": _Opaque()}, path)
+    with pytest.raises(UsfmaeError, match="allow_pickle=True"):
+        read_checkpoint(path)
+    state, _ = read_checkpoint(path, allow_pickle=True)
+    assert "cls_token" in state
 
 
 def test_own_checkpoint_round_trip_keeps_name_and_config(tmp_path):

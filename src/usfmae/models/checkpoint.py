@@ -20,6 +20,7 @@ passes ``allow_pickle=True`` for a file it trusts.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -117,10 +118,16 @@ def _load_safetensors(path: Path) -> tuple[StateDict, dict[str, Any]]:
     return tensors, meta
 
 
+# Harmless classes that real checkpoints pickle beside their tensors: facebookresearch MAE saves its
+# argparse Namespace as "args". Allow-listing them keeps weights_only loading (no code execution).
+_SAFE_CHECKPOINT_GLOBALS = [argparse.Namespace]
+
+
 def _torch_load(path: Path, allow_pickle: bool) -> Any:
     try:
         # Memory-map zip checkpoints: tensors are read on use, so a ViT-B file costs no extra copy.
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=zipfile.is_zipfile(path))
+        with torch.serialization.safe_globals(_SAFE_CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         if not zipfile.is_zipfile(path):  # torch.save writes zip archives; anything else is damaged or legacy
             raise UsfmaeError(f"{path}: not a readable PyTorch checkpoint (damaged, or a legacy pickle: "
