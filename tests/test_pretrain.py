@@ -143,6 +143,16 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path: Path) -> None:
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
 
 
+def test_activation_checkpointing_trains_identically(tmp_path: Path) -> None:
+    run(_cfg(tmp_path / "plain", steps=3, ckpt_every=3, recon_images=0))
+    run(_cfg(tmp_path / "ckpt", steps=3, ckpt_every=3, recon_images=0, grad_checkpointing=True))
+    plain, ckpt = (read_jsonl(tmp_path / d / "log.jsonl") for d in ("plain", "ckpt"))
+    assert [r["loss"] for r in ckpt] == pytest.approx([r["loss"] for r in plain], rel=1e-5)
+    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "final.pt")["model"] for d in ("plain", "ckpt"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
     original = MaskedAutoencoderViT.forward_loss
     calls = {"train": 0}

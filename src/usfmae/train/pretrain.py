@@ -81,6 +81,8 @@ class PretrainConfig:
     num_workers: int = opt(2, "DataLoader worker processes (paper recipe)")
     amp: bool = opt(True, "bf16 autocast on CUDA")
     compile: bool = opt(False, "torch.compile the model")
+    grad_checkpointing: bool = opt(False, "recompute block activations in the backward pass (less memory, "
+                                          "about 30% more compute; for large variants / batches)")
     recipe: Literal["paper", "fast"] = opt("paper", "data pipeline: paper (per-image CPU) or fast (shards + GPU)")
     device: str | None = opt(None, "cpu or cuda (default: cuda when available)")
     progress: bool = opt(True, "show a progress bar")
@@ -286,6 +288,7 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
     random.seed(cfg.seed)
 
     model = create_model(cfg.model, **_model_overrides(cfg))
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
     if cfg.init_from and state is None:
         load_mae_weights(model, cfg.init_from)
     data_config = dict(model.data_config)
