@@ -57,7 +57,7 @@ class ReportConfig:
     out: str = opt("", "output folder; empty means RESULTS_DIR/report")
     average: str = opt("macro", "how P/R/F1 average over classes", choices=AVERAGES)
     with_paper: bool = opt(False, "add the paper's published Table 2 rows")
-    ci: bool = opt(False, "add 95%% bootstrap intervals from the saved predictions")
+    ci: bool = opt(False, "add 95% bootstrap intervals from the saved predictions")
     label_fraction: float | None = opt(None, "label fraction for the main table; None means the largest present")
     n_boot: int = opt(1000, "bootstrap resamples for --ci")
     seed: int = opt(0, "bootstrap seed")
