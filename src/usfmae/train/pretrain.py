@@ -39,7 +39,15 @@ from usfmae.fileio import RejectLog, append_jsonl, atomic_open, atomic_path, rea
 from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights
 from usfmae.models.registry import create_model, list_models
 from usfmae.train import engine
-from usfmae.train.distributed import DistInfo, StepBatchSampler, cleanup, init_from_env, local_rows, mix_seed
+from usfmae.train.distributed import (
+    DistInfo,
+    StepBatchSampler,
+    barrier,
+    cleanup,
+    init_from_env,
+    local_rows,
+    mix_seed,
+)
 from usfmae.train.schedule import effective_lr, lr_at, param_groups, warmup_steps_for
 
 log = logging.getLogger(__name__)
@@ -397,6 +405,9 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         from usfmae.viz import loss_curve
 
         loss_curve(read_jsonl(log_path), out / "loss_curve.png")
+    # Leave together: a rank that tears down gloo while rank 0 is still writing can abort
+    # ("terminate called without an active exception"), failing a run that succeeded.
+    barrier()
     elapsed = time.perf_counter() - clock["start"]
     return {"step": step, "total_steps": total, "loss": clock["loss"], "checkpoint": str(last_path),
             "images_per_s": (step - clock["start_step"]) * cfg.batch_size / max(elapsed, 1e-9), "out": str(out)}
