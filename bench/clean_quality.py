@@ -23,9 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from usfmae.data.clean import as_rgb, quality_metrics, remove_annotations
-from usfmae.data.phantom import PhantomConfig, generate_sample
+from usfmae.clean.run import as_rgb, quality_metrics, remove_annotations
 from usfmae.fileio import atomic_path
+from usfmae.phantom.generate import PhantomConfig, generate_sample
 
 
 def evaluate(method: str, size: int, n: int, seed: int = 0) -> dict[str, float]:

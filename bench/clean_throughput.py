@@ -15,8 +15,8 @@ import time
 import cv2
 import numpy as np
 
-from usfmae.data.clean import remove_annotations
-from usfmae.data.phantom import PhantomConfig, generate_sample
+from usfmae.clean.run import remove_annotations
+from usfmae.phantom.generate import PhantomConfig, generate_sample
 
 
 def screen_frames(n: int, seed: int, width: int = 800, height: int = 600) -> list[np.ndarray]:

@@ -2,7 +2,7 @@
 
 Writes a synthetic speckle clip (moving, so frames are not near duplicates) as H.264 MP4 (x264
 ``veryfast``: B-frames, as cameras and screen recorders write) or MJPEG AVI (``--codec mjpeg``), and
-as an uncompressed multi-frame DICOM, then times ``usfmae.data.ingest.process_file`` on each in one
+as an uncompressed multi-frame DICOM, then times ``usfmae.curate.ingest.process_file`` on each in one
 worker process (decode, sample, hash, within-file dedup, PNG write: the whole per-file ingest path),
 and the reader alone (``video_read_*``: ``read_frames``, no hashing or PNG writing).
 
@@ -36,9 +36,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from usfmae.data import readers
-from usfmae.data import video as video_reader
-from usfmae.data.ingest import IngestConfig, process_file
+from usfmae.curate import readers
+from usfmae.curate import video as video_reader
+from usfmae.curate.ingest import IngestConfig, process_file
 
 SOURCE_FPS = 30
 

@@ -2,7 +2,7 @@
 
     python bench/loader_throughput.py [--n 256] [--size 224] [--batch 64] [--device cpu|cuda]
 
-Fixtures are made in a temporary folder: ``--n`` phantom frames (``usfmae.data.phantom``) saved as
+Fixtures are made in a temporary folder: ``--n`` phantom frames (``usfmae.phantom.generate``) saved as
 RGB PNGs, then packed with ``usfmae pack`` into grayscale (1 channel, the default) and RGB shards.
 
 - ``png_pil_images_per_s``: the paper's path: ``PIL.Image.open(...).convert("RGB")``, torchvision
@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 from usfmae.data.fast_loader import ShardBatchLoader, build_fast_pipeline  # noqa: E402
 from usfmae.data.gpu_augment import GpuAugment  # noqa: E402
-from usfmae.data.pack import PackConfig, pack_corpus  # noqa: E402
+from usfmae.shards.pack import PackConfig, pack_corpus  # noqa: E402
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -50,7 +50,7 @@ def make_pngs(folder: Path, n: int, size: int, seed: int = 0) -> str:
     """Write ``n`` RGB PNG fixtures; phantom frames when the simulator is installed, else speckle."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        from usfmae.data.phantom import PhantomConfig, generate_sample
+        from usfmae.phantom.generate import PhantomConfig, generate_sample
     except ImportError:
         generate_sample = None
     rng = np.random.default_rng(seed)

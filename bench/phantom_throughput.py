@@ -23,7 +23,7 @@ import time  # noqa: E402
 
 import cv2  # noqa: E402
 
-from usfmae.data.phantom import PhantomConfig, generate_sample, write_phantom_dataset  # noqa: E402
+from usfmae.phantom.generate import PhantomConfig, generate_sample, write_phantom_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -73,7 +73,7 @@ def mae_train_flops_per_image(cfg: MAEConfig, mask_ratio: float | None = None) -
 
 def prepare_paper_data(root: Path, n: int, img_size: int) -> str:
     """Write ``n`` phantom PNGs (the reference reads PNG files) and return the folder."""
-    from usfmae.data.phantom import PhantomConfig, write_phantom_dataset
+    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
 
     write_phantom_dataset(root / "png", n=n, seed=0, cfg=PhantomConfig(size=img_size, overlays=False), progress=False)
     return str(root / "png")
@@ -81,8 +81,8 @@ def prepare_paper_data(root: Path, n: int, img_size: int) -> str:
 
 def prepare_fast_data(root: Path, n: int, img_size: int) -> str:
     """Hook for the fast recipe (speed stage): pack ``n`` phantom frames into shards, return the folder."""
-    from usfmae.data.phantom import PhantomConfig, generate_sample
-    from usfmae.data.store import ShardWriter
+    from usfmae.phantom.generate import PhantomConfig, generate_sample
+    from usfmae.shards.store import ShardWriter
 
     cfg = PhantomConfig(size=img_size, overlays=False)
     with ShardWriter(root / "shards", (img_size, img_size, 1)) as writer:

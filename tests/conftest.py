@@ -24,9 +24,9 @@ def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A written phantom set: 32 images at 64x64 with overlays, seed 0; returns its root folder.
 
     Layout: ``images/``, ``clean/``, ``masks/`` PNGs and ``manifest.parquet`` (see
-    :func:`usfmae.data.phantom.write_phantom_dataset`).
+    :func:`usfmae.phantom.generate.write_phantom_dataset`).
     """
-    from usfmae.data.phantom import PhantomConfig, write_phantom_dataset
+    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
 
     root = tmp_path_factory.mktemp("phantom64")
     write_phantom_dataset(root, n=32, seed=0, cfg=PhantomConfig(size=64, overlays=True), progress=False)

@@ -57,7 +57,7 @@ def _stage(title: str) -> None:
 
 def make_data(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
     """Stage 1: the pretraining set (overlays burned in) and the labelled task set (clean)."""
-    from usfmae.data.phantom import PhantomConfig, write_phantom_dataset
+    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
 
     _stage(f"1/6 phantom: {cfg.n_pretrain} screen-like images + {cfg.n_task} labelled task images")
     pretrain = write_phantom_dataset(out / "1_phantom", cfg.n_pretrain, seed=cfg.seed,
@@ -69,8 +69,8 @@ def make_data(cfg: DemoConfig, out: Path) -> tuple[Path, Path]:
 
 def clean_and_pack(cfg: DemoConfig, phantom_manifest: Path, out: Path) -> Path:
     """Stages 2-3: remove the burned-in overlays, resize, and pack into memory-mapped shards."""
-    from usfmae.data.clean import CleanConfig, run_clean
-    from usfmae.data.pack import PackConfig, pack_corpus
+    from usfmae.clean.run import CleanConfig, run_clean
+    from usfmae.shards.pack import PackConfig, pack_corpus
 
     _stage("2/6 clean: remove burned-in text, calipers and colour marks; resize")
     cleaned = run_clean(phantom_manifest, out / "2_clean", CleanConfig(size=cfg.img_size, sheet=8))

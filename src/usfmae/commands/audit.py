@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from usfmae.data.audit import run_audit
+from usfmae.curate.audit import run_audit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

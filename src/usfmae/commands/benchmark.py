@@ -17,8 +17,8 @@ import argparse
 
 import yaml
 
+from usfmae.downstream.benchmark import as_number
 from usfmae.errors import ConfigError
-from usfmae.train.benchmark import as_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usfmae.train import benchmark
+    from usfmae.downstream import benchmark
 
     summary = benchmark.run(args.suite, args.data_root, args.out, weights=args.weights,
                             baseline_weights=args.baseline_weights, sweep=args.sweep, models=args.models,

@@ -23,8 +23,8 @@ import argparse
 import json
 from pathlib import Path
 
+from usfmae.clean.run import CleanConfig, run_clean
 from usfmae.config import add_dataclass_arguments, config_from_args
-from usfmae.data.clean import CleanConfig, run_clean
 from usfmae.errors import DataError
 
 

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usfmae.export import embed
+    from usfmae.downstream.export import embed
 
     overrides = {"in_chans": args.in_chans} if args.in_chans else {}
     summary = embed(args.input, args.out, weights=args.weights, model_name=args.model, pool=args.pool,

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usfmae.export import export
+    from usfmae.downstream.export import export
 
     overrides = {"in_chans": args.in_chans} if args.in_chans else {}
     summary = export(args.weights, args.out, model_name=args.model, pool=args.pool, onnx=not args.no_onnx,

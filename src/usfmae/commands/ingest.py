@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 from usfmae.config import add_dataclass_arguments, config_from_args
-from usfmae.data.ingest import IngestConfig, run_ingest
+from usfmae.curate.ingest import IngestConfig, run_ingest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

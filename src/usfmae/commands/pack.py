@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 
 from usfmae.config import add_dataclass_arguments, config_from_args
-from usfmae.data.pack import PackConfig, pack_corpus
 from usfmae.fileio import ensure_output_dir
+from usfmae.shards.pack import PackConfig, pack_corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from usfmae.config import add_dataclass_arguments, config_from_args
-from usfmae.data.phantom import PhantomConfig, contact_sheet, write_phantom_dataset
 from usfmae.errors import ConfigError
+from usfmae.phantom.generate import PhantomConfig, contact_sheet, write_phantom_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from usfmae.config import add_dataclass_arguments, config_from_args
-from usfmae.train.benchmark import ProbeConfig
+from usfmae.downstream.benchmark import ProbeConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usfmae.train.benchmark import run_probe
+    from usfmae.downstream.benchmark import run_probe
 
     cfg = config_from_args(ProbeConfig, args)
     summary = run_probe(cfg)

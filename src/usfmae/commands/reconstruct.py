@@ -21,8 +21,8 @@ import torch
 from usfmae.data.datasets import list_images, read_image
 from usfmae.data.transforms import normalize
 from usfmae.errors import ConfigError, DataError
+from usfmae.eval.figures import reconstruction_grid
 from usfmae.models.checkpoint import build_from_checkpoint
-from usfmae.viz import reconstruction_grid
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import json
 
-from usfmae.data.sources import OPENUS46_TOTAL, check_root, downstream, openus46
+from usfmae.curate.sources import OPENUS46_TOTAL, check_root, downstream, openus46
 from usfmae.errors import UsfmaeError
 
 

@@ -10,7 +10,7 @@ Sources:
   ``manifest.parquet``, as ``usfmae phantom`` and ``usfmae ingest`` write, is read through it);
 - a Parquet manifest (``.parquet``) with a ``path`` column relative to the manifest's folder and an
   optional ``status`` column (only rows with status ``ok`` are used);
-- a shard folder written by ``usfmae pack`` (read through ``usfmae.data.store.ShardReader``);
+- a shard folder written by ``usfmae pack`` (read through ``usfmae.shards.store.ShardReader``);
 - ``phantom:N`` or ``phantom:N:SEED``: N clean phantom B-mode images generated on the fly.
 
 A file that cannot be read is skipped with one log line and a row in the reject log; the item is
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from usfmae.data.frames import IMAGE_SUFFIXES
+from usfmae.curate.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 
@@ -112,7 +112,7 @@ class PhantomDataset(Dataset):
     """Clean phantom B-mode images, item i = ``generate_sample(seed, i)``, cached in memory."""
 
     def __init__(self, n: int, seed: int, img_size: int, in_chans: int) -> None:
-        from usfmae.data.phantom import PhantomConfig  # lazy: the simulator is only needed here
+        from usfmae.phantom.generate import PhantomConfig  # lazy: the simulator is only needed here
 
         self.n, self.seed, self.in_chans = n, seed, in_chans
         self.cfg = PhantomConfig(size=img_size, overlays=False)
@@ -124,7 +124,7 @@ class PhantomDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        from usfmae.data.phantom import generate_sample
+        from usfmae.phantom.generate import generate_sample
 
         sample = generate_sample(self.seed, int(index), self.cfg)
         item = to_chw_uint8(sample.clean, self.cfg.size, self.in_chans)
@@ -137,7 +137,7 @@ class ShardDataset(Dataset):
     """Frames from packed shards (``usfmae pack``), resized only if the pack size differs."""
 
     def __init__(self, root: Path, img_size: int, in_chans: int) -> None:
-        from usfmae.data.store import ShardReader  # lazy: owned by the curation/speed stage
+        from usfmae.shards.store import ShardReader  # lazy: owned by the curation/speed stage
 
         self.reader = ShardReader(root)
         self.img_size, self.in_chans = img_size, in_chans
@@ -171,7 +171,7 @@ def _manifest_files(manifest: Path) -> list[Path]:
 
 def _is_shard_folder(root: Path) -> bool:
     try:
-        from usfmae.data.store import is_shard_dir
+        from usfmae.shards.store import is_shard_dir
     except ImportError:  # the store module is optional for this reader; fall back to its file names
         return (root / "shards.json").is_file() and (root / "index.parquet").is_file()
     return is_shard_dir(root)

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from usfmae.data.gpu_augment import GpuAugment
-from usfmae.data.store import ShardReader
 from usfmae.data.transforms import AugmentConfig
 from usfmae.errors import ConfigError
+from usfmae.shards.store import ShardReader
 
 _END = object()
 

@@ -12,7 +12,7 @@ partitions as :class:`Fold` objects (index lists into ``records``). Layouts foll
 - GIST514-DB: ``usd514-db/usd514_jpeg_roi/images`` + COCO ``annotations/all_anno_crop.json`` and
   the Query2 splits ``train/val_anno_crop_split_K.json``.
 - The user's own data: a folder per class, or a CSV ``path,label[,group]``.
-- The phantom task: ``manifest.parquet`` written by ``usfmae.data.phantom``.
+- The phantom task: ``manifest.parquet`` written by ``usfmae.phantom.generate``.
 
 A missing or malformed file raises :class:`usfmae.errors.DataError` naming the file.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from usfmae.data.frames import IMAGE_SUFFIXES
+from usfmae.curate.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 
 log = logging.getLogger(__name__)

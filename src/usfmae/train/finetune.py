@@ -25,19 +25,11 @@ import torch
 from torch import nn
 
 from usfmae.config import check, opt, save_config, to_dict
+from usfmae.data.images import normalise, preload_images
 from usfmae.errors import UsfmaeError
+from usfmae.eval.probes import knn_probe, linear_probe
 from usfmae.fileio import RejectLog, read_json
-from usfmae.train.features import (
-    EncoderInfo,
-    data_contract,
-    extract_features,
-    knn_probe,
-    linear_probe,
-    load_encoder,
-    normalise,
-    pick_device,
-    preload_images,
-)
+from usfmae.models.encoder import EncoderInfo, data_contract, extract_features, load_encoder, pick_device
 
 log = logging.getLogger(__name__)
 

@@ -360,7 +360,7 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         with atomic_path(last_path) as tmp:
             torch.save(payload, tmp)
         if len(fixed):
-            from usfmae.viz import reconstruction_grid
+            from usfmae.eval.figures import reconstruction_grid
 
             reconstruction_grid(model, fixed, data_config, out / f"recon_{done:07d}.png", seed=cfg.seed)
 
@@ -402,7 +402,7 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         if step == total:
             with atomic_path(ckpt_dir / "final.pt") as tmp:
                 tmp.write_bytes(last_path.read_bytes())
-        from usfmae.viz import loss_curve
+        from usfmae.eval.figures import loss_curve
 
         loss_curve(read_jsonl(log_path), out / "loss_curve.png")
     # Leave together: a rank that tears down gloo while rank 0 is still writing can abort

@@ -1,0 +1,1 @@
+"""Annotation removal: the paper's method, the scan-aware method, OCR."""

@@ -1,0 +1,361 @@
+"""Annotation removal: shared entry points, output resizing and the batch runner behind ``usfmae clean``.
+
+Two methods share one interface (:func:`remove_annotations`):
+
+- ``paper`` (:mod:`usfmae.clean.paper`): the USF-MAE pipeline as published, for reproduction;
+- ``usfmae`` (:mod:`usfmae.clean.scan_aware`, the default): scan-fan aware, keeps colour Doppler
+  inside the fan, leaves small anatomy alone, and is several times faster.
+
+Both work on the native-resolution frame; :func:`resize_output` then makes the training image
+(``paper``: nearest-neighbour stretch, as the reference; ``usfmae``: area interpolation, aspect kept
+by padding or stretched on request).
+
+Batch layout written by :func:`run_clean` under ``out``::
+
+    images/<id>.png      cleaned frame (grayscale PNG unless colour survived cleaning)
+    masks/<id>.png       removed pixels (255), same geometry as the image
+    manifest.parquet     id, path, mask_path, source, method, width, height, mask_fraction, seconds
+    rejects.jsonl        unreadable or failed inputs, one line each
+    contact_sheet.png    original | mask overlay | cleaned for a sample
+    clean_config.yaml    the resolved settings
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from usfmae.config import check, opt, save_config, to_dict
+from usfmae.curate.frames import IMAGE_SUFFIXES
+from usfmae.errors import DataError
+from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir, read_jsonl
+
+log = logging.getLogger(__name__)
+
+METHODS = ("usfmae", "paper")
+
+
+@dataclass
+class CleanConfig:
+    """Settings of ``usfmae clean``."""
+
+    method: Literal["usfmae", "paper"] = opt("usfmae", "annotation removal method: ours or the paper's")
+    size: int = opt(224, "output side in pixels")
+    resize: Literal["pad", "stretch"] = opt("pad", "usfmae method: keep aspect by padding, or stretch")
+    sheet: int = opt(8, "images shown in the before/after contact sheet (0: none)")
+    workers: int = opt(1, "worker processes")
+    ocr: bool = opt(True, "run Tesseract text detection")
+
+    def __post_init__(self) -> None:
+        check(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        check(16 <= self.size <= 4096, f"size must be between 16 and 4096, got {self.size}")
+        check(self.resize in ("pad", "stretch"), f"resize must be pad or stretch, got {self.resize!r}")
+        check(self.sheet >= 0, f"sheet must be >= 0, got {self.sheet}")
+        check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass
+class CleanResult:
+    """Output of :func:`remove_annotations` at native resolution.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB, annotations removed.
+        mask: (H, W) bool, pixels that were replaced.
+        fan: (H, W) bool scan sector found by the ``usfmae`` method, None for ``paper``.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    fan: np.ndarray | None = None
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Any 2D frame -> (H, W, 3) uint8 RGB: gray replicated, alpha dropped, 16-bit scaled to its range."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = image.astype(np.float32)
+        lo, hi = float(image.min()), float(image.max())
+        image = ((image - lo) * (255.0 / max(hi - lo, 1e-6))).round().astype(np.uint8)
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3])
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    raise ValueError(f"expected a (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+
+
+def remove_annotations(image: np.ndarray, method: str = "usfmae", ocr: bool = True) -> CleanResult:
+    """Remove burned-in annotations from one frame at native resolution.
+
+    Args:
+        image: (H, W) gray or (H, W, 3) RGB frame (uint8; other dtypes are scaled to uint8).
+        method: ``"usfmae"`` (ours) or ``"paper"`` (the reference pipeline).
+        ocr: run Tesseract text detection.
+
+    Returns:
+        The cleaned RGB frame, the removed-pixel mask and (``usfmae``) the scan fan.
+    """
+    rgb = as_rgb(image)
+    if method == "paper":
+        from usfmae.clean.paper import clean_paper
+
+        cleaned, mask = clean_paper(rgb, use_ocr=ocr)
+        return CleanResult(cleaned, mask, None)
+    if method == "usfmae":
+        from usfmae.clean.scan_aware import clean_usfmae
+
+        cleaned, mask, fan = clean_usfmae(rgb, use_ocr=ocr)
+        return CleanResult(cleaned, mask, fan)
+    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def resize_output(image: np.ndarray, size: int = 224, mode: str = "pad",
+                  interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+    """Resize to ``size`` x ``size``.
+
+    Args:
+        image: (H, W) or (H, W, C) array.
+        size: output side.
+        mode: ``"stretch"`` (ignore aspect) or ``"pad"`` (scale the long side to ``size``, centre,
+            pad with zeros: ultrasound backgrounds are black).
+        interpolation: OpenCV flag; ``INTER_AREA`` for images (ours), ``INTER_NEAREST`` for masks
+            and for the paper's resize.
+
+    Returns:
+        (size, size) or (size, size, C) array of ``image``'s dtype.
+    """
+    h, w = image.shape[:2]
+    if mode == "stretch":
+        return cv2.resize(image, (size, size), interpolation=interpolation)
+    if mode != "pad":
+        raise ValueError(f"resize mode must be 'pad' or 'stretch', got {mode!r}")
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = cv2.resize(image, (nw, nh), interpolation=interpolation)
+    out = np.zeros((size, size) + image.shape[2:], image.dtype)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top:top + nh, left:left + nw] = small.reshape((nh, nw) + image.shape[2:])
+    return out
+
+
+def clean_to_size(image: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, np.ndarray, CleanResult]:
+    """Remove annotations, then resize as the method prescribes.
+
+    Returns:
+        ``(image (S, S, 3) uint8 RGB, mask (S, S) bool, native-resolution result)``.
+    """
+    result = remove_annotations(image, cfg.method, cfg.ocr)
+    if cfg.method == "paper":
+        out = resize_output(result.image, cfg.size, "stretch", cv2.INTER_NEAREST)
+        mask = resize_output(result.mask.astype(np.uint8), cfg.size, "stretch", cv2.INTER_NEAREST)
+    else:
+        out = resize_output(result.image, cfg.size, cfg.resize, cv2.INTER_AREA)
+        mask = resize_output(result.mask.astype(np.uint8) * 255, cfg.size, cfg.resize, cv2.INTER_AREA) >= 128
+    return out, mask.astype(bool), result
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB; raises :class:`DataError` naming the file."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image")
+    if image.ndim == 3 and image.shape[2] >= 3:
+        code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+        image = cv2.cvtColor(image, code)
+    return as_rgb(image)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Atomically write RGB (as grayscale when all channels agree) or a 2D array as PNG."""
+    if image.ndim == 3:
+        chans = image.astype(np.int16)
+        if np.abs(chans[..., 0] - chans[..., 1]).max(initial=0) <= 1 and \
+                np.abs(chans[..., 1] - chans[..., 2]).max(initial=0) <= 1:
+            image = image[..., 1]
+        else:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"could not write {path}")
+
+
+# ----------------------------------------------------------------------------------- batch runner
+
+def list_inputs(source: str | Path) -> list[tuple[str, Path]]:
+    """``(id, file)`` pairs from an image folder (recursive) or an ingest Parquet manifest."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return [("__".join(p.relative_to(source).with_suffix("").parts), p) for p in files]
+    if source.is_file() and source.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(source).to_pandas()
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{source}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
+        missing = {"id", "path"} - set(table.columns)
+        if missing:
+            raise DataError(f"{source}: manifest lacks column(s) {', '.join(sorted(missing))}")
+        if "status" in table.columns:
+            table = table[table["status"] == "ok"]
+        return [(str(i), source.parent / str(p)) for i, p in zip(table["id"], table["path"], strict=True)]
+    raise DataError(f"{source}: not an image folder or a .parquet manifest")
+
+
+def _work(task: tuple[str, str, str, dict]) -> dict:
+    """Clean one file and write its outputs (runs in a worker process)."""
+    item_id, file, out, cfg_dict = task
+    cfg = CleanConfig(**cfg_dict)
+    start = time.perf_counter()
+    try:
+        image = read_image(file)
+        cleaned, mask, native = clean_to_size(image, cfg)
+    except DataError as exc:
+        return {"id": item_id, "file": file, "error": str(exc).split(": ", 1)[-1]}
+    except (cv2.error, ValueError, MemoryError) as exc:
+        return {"id": item_id, "file": file, "error": f"cleaning failed ({exc.__class__.__name__})"}
+    out_dir = Path(out)
+    write_png(out_dir / "masks" / f"{item_id}.png", mask.astype(np.uint8) * 255)
+    write_png(out_dir / "images" / f"{item_id}.png", cleaned)  # written last: marks the item done
+    return {"id": item_id, "path": f"images/{item_id}.png", "mask_path": f"masks/{item_id}.png",
+            "source": str(file), "method": cfg.method, "width": int(image.shape[1]),
+            "height": int(image.shape[0]), "mask_fraction": float(native.mask.mean()),
+            "seconds": round(time.perf_counter() - start, 4)}
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # processes give the parallelism; OpenCV threads would oversubscribe
+
+
+def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: bool = True) -> dict:
+    """Clean every image of a folder or manifest into ``out`` (resumable).
+
+    Returns:
+        Summary: counts of ``cleaned``, ``skipped`` (already done), ``rejected``, ``total``, and the
+        paths of the manifest and contact sheet.
+    """
+    from tqdm import tqdm
+
+    out = ensure_output_dir(out)
+    items = list_inputs(source)
+    save_config(cfg, out / "clean_config.yaml")
+    done_log = out / "done.jsonl"
+    done = {r["id"]: r for r in (read_jsonl(done_log) if done_log.exists() else [])
+            if r.get("method") == cfg.method and (out / r["path"]).exists()}
+    rejects = RejectLog(out / "rejects.jsonl", log)
+    # Files rejected by an earlier run stay rejected (delete rejects.jsonl to retry them).
+    rejected_before = {r.get("id") for r in rejects.read()}
+    todo = [(i, str(f), str(out), to_dict(cfg)) for i, f in items if i not in done and i not in rejected_before]
+    cleaned = 0
+    pool = mp.get_context("spawn").Pool(cfg.workers, _init_worker) if cfg.workers > 1 and len(todo) > 1 else None
+    try:
+        results = pool.imap(_work, todo, chunksize=4) if pool else map(_work, todo)
+        for record in tqdm(results, total=len(todo), desc=f"clean ({cfg.method})", disable=not progress,
+                           unit="img"):
+            if "error" in record:
+                rejects.reject(record["file"], record["error"], id=record["id"])
+                continue
+            append_jsonl(done_log, record)
+            done[record["id"]] = record
+            cleaned += 1
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    wanted = [i for i, _ in items if i in done]
+    manifest = out / "manifest.parquet"
+    _write_manifest(manifest, [done[i] for i in wanted])
+    sheet = None
+    if cfg.sheet and wanted:
+        sheet = out / "contact_sheet.png"
+        picks = [wanted[j] for j in np.linspace(0, len(wanted) - 1, min(cfg.sheet, len(wanted))).round().astype(int)]
+        write_contact_sheet(sheet, [(Path(done[i]["source"]), out / done[i]["path"], out / done[i]["mask_path"])
+                                    for i in dict.fromkeys(picks)], cfg)
+    return {"total": len(items), "cleaned": cleaned, "skipped": len(items) - len(todo),
+            "rejected": rejects.count + len(rejected_before), "manifest": str(manifest), "contact_sheet": str(sheet) if sheet else None}
+
+
+def _write_manifest(path: Path, records: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ["id", "path", "mask_path", "source", "method", "width", "height", "mask_fraction", "seconds"]
+    table = pa.table({c: [r[c] for r in records] for c in columns}) if records else pa.table(
+        {c: pa.array([], pa.string()) for c in columns})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def overlay_mask(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
+    """Blend ``colour`` over the masked pixels of an (H, W, 3) RGB image (for figures)."""
+    out = rgb.copy()
+    out[mask] = (0.35 * out[mask] + 0.65 * np.array(colour)).astype(np.uint8)
+    return out
+
+
+def write_contact_sheet(path: Path, rows: list[tuple[Path, Path, Path]], cfg: CleanConfig) -> None:
+    """One row per item: original (resized like the output) | mask overlay | cleaned."""
+    tiles = []
+    for source, image_path, mask_path in rows:
+        try:
+            original = read_image(source)
+        except DataError:
+            continue
+        if cfg.method == "paper":
+            original = resize_output(original, cfg.size, "stretch", cv2.INTER_NEAREST)
+        else:
+            original = resize_output(original, cfg.size, cfg.resize, cv2.INTER_AREA)
+        cleaned = read_image(image_path)
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+        gap = np.full((cfg.size, 4, 3), 255, np.uint8)
+        tiles.append(np.hstack([original, gap, overlay_mask(original, mask), gap, cleaned]))
+    if not tiles:
+        return
+    sep = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
+    sheet = np.vstack([t for tile in tiles for t in (tile, sep)][:-1])
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+
+def quality_metrics(mask: np.ndarray, overlay: np.ndarray, fan: np.ndarray, cleaned: np.ndarray,
+                    clean: np.ndarray) -> dict[str, float]:
+    """Annotation-removal quality against ground truth (phantom images).
+
+    Args:
+        mask: (H, W) bool, pixels a method replaced.
+        overlay: (H, W) bool, pixels the overlays were drawn on.
+        fan: (H, W) bool, the true scan sector.
+        cleaned: (H, W, 3) RGB or (H, W) gray uint8 output of the method.
+        clean: (H, W) uint8 ground-truth image without overlays.
+
+    Returns:
+        ``recall`` (overlay pixels masked), ``tissue_fp`` (fraction of non-overlay fan pixels masked),
+        ``iou`` (mask vs overlay), ``psnr`` (dB, cleaned grey vs clean, whole frame).
+    """
+    tissue = fan & ~overlay
+    inter = np.count_nonzero(mask & overlay)
+    union = np.count_nonzero(mask | overlay)
+    gray = cv2.cvtColor(cleaned, cv2.COLOR_RGB2GRAY) if cleaned.ndim == 3 else cleaned
+    mse = float(np.mean((gray.astype(np.float64) - clean.astype(np.float64)) ** 2))
+    return {
+        "recall": inter / max(np.count_nonzero(overlay), 1),
+        "tissue_fp": np.count_nonzero(mask & tissue) / max(np.count_nonzero(tissue), 1),
+        "iou": inter / max(union, 1),
+        "psnr": 99.0 if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse),
+    }

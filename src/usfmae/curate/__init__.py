@@ -1,0 +1,1 @@
+"""Curation: sources, readers (image, DICOM, video, volume), ingest, hashing, leakage audit."""

@@ -1,0 +1,94 @@
+"""Shared pieces of the format readers: what a frame is, file-type suffixes, 8-bit conversion.
+
+Both :mod:`usfmae.curate.readers` (images, DICOM, volumes) and :mod:`usfmae.curate.video` build on
+these, and every stage that lists image files uses :data:`IMAGE_SUFFIXES` from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from usfmae.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm", ".ogv")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+SCALES = ("minmax", "bits")
+
+
+class ReadError(DataError):
+    """A file that exists but cannot be decoded (corrupt, truncated, empty, unsupported)."""
+
+
+@dataclasses.dataclass
+class Frame:
+    """One 2-D frame taken from a file.
+
+    Attributes:
+        pixels: (H, W) gray or (H, W, 3) RGB uint8.
+        index: frame index (video/cine), slice index (volume) or page index (multi-page TIFF).
+        timestamp: seconds from the first frame (video, cine) or None.
+        bit_depth: bits per sample of the stored data before conversion to 8 bits.
+        group_id: what frames of one patient/study/clip share ("study:<uid>", "patient:<id>", or
+            the file path), used for near-duplicate search and grouped splits.
+    """
+
+    pixels: np.ndarray
+    index: int
+    timestamp: float | None
+    bit_depth: int
+    group_id: str
+
+
+def to_uint8(arr: np.ndarray, bit_depth: int, scale: str = "minmax") -> np.ndarray:
+    """Map any numeric array to uint8 (see the module docstring for ``scale``)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if scale == "bits" and np.issubdtype(arr.dtype, np.unsignedinteger) and bit_depth > 8:
+        return np.minimum(arr >> (bit_depth - 8), 255).astype(np.uint8)
+    arr = arr.astype(np.float32, copy=False)
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    return np.nan_to_num((arr - lo) * (255.0 / (hi - lo))).round().clip(0, 255).astype(np.uint8)
+
+
+def normalize_channels(arr: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """(H,W) / (H,W,1..4) uint8 -> (H,W) or (H,W,3); alpha over black; equal RGB channels -> gray."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3:
+        if arr.shape[2] in (2, 4):  # gray+alpha or colour+alpha: composite over black
+            alpha = arr[..., -1:].astype(np.uint16)
+            arr = ((arr[..., :-1].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
+            if arr.shape[2] == 1:
+                arr = arr[..., 0]
+        if arr.ndim == 3:
+            arr = arr[..., ::-1] if bgr else arr
+            if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+                arr = arr[..., 0]
+    return np.ascontiguousarray(arr)
+
+
+class TimeSampler:
+    """Uniform sampling in time: keep the first frame at or after each tick k / fps.
+
+    A frame within half a source frame interval before a tick counts as on it, so 30 fps sampled
+    at 3 fps keeps frames 0, 10, 20, ... despite rounding in the timestamps. A source slower than
+    ``fps`` keeps every frame. ``fps <= 0`` keeps every frame.
+    """
+
+    def __init__(self, fps: float, tolerance: float) -> None:
+        self.fps, self.tolerance, self._tick = fps, tolerance, 0
+
+    def want(self, t: float) -> bool:
+        if self.fps <= 0:
+            return True
+        if t + self.tolerance < self._tick / self.fps:
+            return False
+        while self._tick / self.fps <= t + self.tolerance:
+            self._tick += 1
+        return True

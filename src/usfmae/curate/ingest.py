@@ -1,0 +1,356 @@
+"""Ingest: a folder of sources (images, videos, DICOM, volumes) -> PNG frames + a Parquet manifest.
+
+Layout: ``ROOT/<source>/...`` (the first sub-folder names the source). For every file the readers
+(:mod:`usfmae.curate.readers`) yield frames; each frame gets a pixel hash and a perceptual hash
+(:mod:`usfmae.curate.hashing`) and one manifest row. Output::
+
+    CORPUS/frames/<source>/<relative path>_<ext>_<index>.png   frames kept (status "ok")
+    CORPUS/manifest.parquet                                    one row per frame (or rejected file)
+    CORPUS/rejects.jsonl                                       files that could not be read, and why
+    CORPUS/ingest_config.yaml, CORPUS/.ingest/progress.jsonl    resolved settings, per-file records
+
+Columns: ``id`` (``<source>/<relative path>_<ext>_<index>``), ``source``, ``path`` (the frame PNG,
+relative to CORPUS; empty when not written), ``source_path`` (the original file, relative to ROOT),
+``kind``, ``frame_index`` (frame, slice or page; -1 for a rejected file), ``timestamp`` (s), ``width``,
+``height``, ``channels``, ``bit_depth`` (of the stored data), ``pixel_hash`` (SHA-1), ``phash`` (int64
+view of the 64-bit pHash) and ``phash_hex``, ``group_id``, ``status``, ``reason``, ``duplicate_of``,
+``phash_distance``. Consumers take the rows with ``status == "ok"``.
+
+Statuses: ``ok``; ``duplicate`` (same pixels as an earlier frame, ``duplicate_of``);
+``near_duplicate`` (pHash within ``phash_threshold`` bits of an earlier kept frame of the same
+group, or of the corpus with ``near_dup_scope=corpus``); ``excluded`` (listed by ``--exclude``, an
+audit pairs file); ``rejected`` (one row per unreadable file, ``reason`` says why). With
+``near_dup=flag`` near duplicates stay ``ok`` and only get ``duplicate_of``/``reason``. "Earlier"
+is path order then frame order, so the result does not depend on the number of workers.
+
+Resumable: each finished file appends one record to ``progress.jsonl``; a re-run skips files whose
+size, mtime and sampling settings are unchanged and rebuilds the same manifest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from usfmae.config import check, opt, save_config
+from usfmae.curate.hashing import (
+    GroupedHammingIndex,
+    hamming,
+    phash,
+    phash_from_int64,
+    phash_to_hex,
+    phash_to_int64,
+    pixel_hash,
+)
+from usfmae.curate.readers import SCALES, detect_kind, read_frames
+from usfmae.errors import DataError
+from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ok", "duplicate", "near_duplicate", "rejected", "excluded")
+_FORMAT = 1  # bump when the meaning of a progress record changes
+
+MANIFEST_SCHEMA = pa.schema([
+    ("id", pa.string()), ("source", pa.string()), ("path", pa.string()), ("source_path", pa.string()),
+    ("kind", pa.string()),
+    ("frame_index", pa.int32()), ("timestamp", pa.float64()), ("width", pa.int32()),
+    ("height", pa.int32()), ("channels", pa.int8()), ("bit_depth", pa.int8()),
+    ("pixel_hash", pa.string()), ("phash", pa.int64()), ("phash_hex", pa.string()),
+    ("group_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
+    ("duplicate_of", pa.string()), ("phash_distance", pa.int8()),
+])
+
+
+@dataclasses.dataclass
+class IngestConfig:
+    """Settings of ``usfmae ingest``."""
+
+    root: str = opt("", "folder with one sub-folder per source")
+    out: str = opt("", "output corpus folder")
+    fps: float = opt(3.0, "frames per second sampled from videos and DICOM cine (0 = every frame)")
+    axis: int = opt(2, "volume slicing axis in NIfTI (x, y, z) order", choices=[0, 1, 2])
+    scale: str = opt("minmax", "16-bit to 8-bit mapping: per-frame min-max, or by bit depth", choices=SCALES)
+    near_dup: str = opt("drop", "near duplicates: drop, flag (keep as ok) or keep (no check)",
+                        choices=["drop", "flag", "keep"])
+    phash_threshold: int = opt(6, "largest pHash Hamming distance (of 64 bits) that is a near duplicate")
+    near_dup_scope: str = opt("group", "compare within a group (clip/study) or corpus-wide",
+                              choices=["group", "corpus"])
+    workers: int = opt(0, "worker processes (0 = CPU cores - 1)")
+    exclude: str | None = opt(None, "audit pairs file (CSV/Parquet with pretrain_id); those frames are excluded")
+    png_compression: int = opt(1, "PNG zlib level 0-9 (0 = stored: fastest, largest files)")
+    min_levels: int = opt(3, "frames with fewer distinct gray levels per channel are rejected "
+                             "(1 = constant; 2 = binary, i.e. segmentation masks shipped beside images)")
+
+    def __post_init__(self) -> None:
+        check(self.fps >= 0, "fps must be >= 0 (0 keeps every frame)")
+        check(0 <= self.phash_threshold <= 31, "phash-threshold must be between 0 and 31")
+        check(self.workers >= 0, "workers must be >= 0")
+        check(0 <= self.png_compression <= 9, "png-compression must be 0..9")
+        check(1 <= self.min_levels <= 256, "min-levels must be 1..256")
+
+    def recipe(self) -> str:
+        """Settings that change what a worker produces for a file (a change re-processes it)."""
+        keys = ("fps", "axis", "scale", "near_dup", "phash_threshold", "min_levels")
+        return json.dumps([_FORMAT] + [getattr(self, k) for k in keys])
+
+
+def _frame_id(rel: Path, index: int) -> str:
+    # "Src/a/b.dcm", 3 -> "Src/a/b_dcm_00003": unique per file and frame, readable, a valid path.
+    return rel.with_name(rel.name.replace(".", "_")).as_posix() + f"_{index:05d}"
+
+
+def distinct_levels(pixels: np.ndarray) -> int:
+    """Number of distinct values of the most varied channel of a uint8 (H,W) or (H,W,3) frame."""
+    channels = [pixels] if pixels.ndim == 2 else [pixels[..., c] for c in range(pixels.shape[2])]
+    return max(int(np.count_nonzero(np.bincount(c.ravel(), minlength=256))) for c in channels)
+
+
+def source_of(rel: Path, root: Path) -> str:
+    """The source of a file: its first sub-folder under ROOT, or ROOT's own name for files in ROOT."""
+    return rel.parts[0] if len(rel.parts) > 1 else root.resolve().name
+
+
+def _row(rel: Path, root: Path, kind: str | None, **values: Any) -> dict[str, Any]:
+    row = {name: None for name in MANIFEST_SCHEMA.names}
+    row.update(source=source_of(rel, root), source_path=rel.as_posix(), kind=kind,
+               status="ok", reason="", phash_distance=-1)
+    row.update(values)
+    return row
+
+
+def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[str, Any]:
+    """Read one file, hash its frames, drop within-file duplicates, write kept frames as PNG.
+
+    Returns the progress record ``{"path", "size", "mtime_ns", "recipe", "rows"}``. Never raises
+    for bad input: an unreadable file yields a ``rejected`` row (after any frames read before the
+    failure, which are kept).
+    """
+    rel, file = Path(rel_path), Path(root) / rel_path
+    try:
+        stat = file.stat()
+    except OSError as exc:  # vanished or unreadable since the folder was listed: retried next run
+        return {"path": rel_path, "size": -1, "mtime_ns": -1, "recipe": cfg.recipe(),
+                "rows": [_row(rel, Path(root), None, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
+                              status="rejected", reason=f"cannot read file ({exc.strerror})")]}
+    record = {"path": rel_path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "recipe": cfg.recipe(),
+              "rows": []}
+    kind = detect_kind(file)
+    if kind == "companion":
+        return record  # data file of an .mhd/.nhdr header, read through the header
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    kept: list[tuple[int, str]] = []
+    error = None
+    try:
+        for frame in read_frames(file, group_id=f"file:{rel.as_posix()}", fps=cfg.fps, axis=cfg.axis,
+                                 scale=cfg.scale):
+            pixels = frame.pixels
+            fid, h, p = _frame_id(rel, frame.index), pixel_hash(pixels), phash(pixels)
+            row = _row(rel, Path(root), kind, id=fid, frame_index=frame.index, timestamp=frame.timestamp,
+                       width=pixels.shape[1], height=pixels.shape[0],
+                       channels=1 if pixels.ndim == 2 else pixels.shape[2], bit_depth=frame.bit_depth,
+                       pixel_hash=h, phash=phash_to_int64(p), phash_hex=phash_to_hex(p),
+                       group_id=frame.group_id)
+            near = None
+            if cfg.near_dup != "keep" and h not in seen:
+                near = min(((hamming(p, q), qid) for q, qid in kept), default=None)
+                near = near if near is not None and near[0] <= cfg.phash_threshold else None
+            levels = distinct_levels(pixels) if cfg.min_levels > 1 else 1
+            if levels < cfg.min_levels:
+                row.update(status="rejected", reason="constant frame (no image content)" if levels == 1 else
+                           f"only {levels} distinct levels (a segmentation mask?)")
+            elif h in seen:
+                row.update(status="duplicate", duplicate_of=seen[h], reason="same pixels as an earlier frame")
+            elif near is not None:
+                row.update(duplicate_of=near[1], phash_distance=near[0],
+                           status="near_duplicate" if cfg.near_dup == "drop" else "ok",
+                           reason=f"pHash distance {near[0]} to an earlier frame of the same file")
+            seen.setdefault(h, fid)
+            if row["status"] == "ok":
+                if near is None:
+                    kept.append((p, fid))
+                row["path"] = f"frames/{fid}.png"
+                _write_png(Path(out) / row["path"], pixels, cfg.png_compression)
+            rows.append(row)
+    except FrameWriteError:
+        raise  # our disk, not the input: stop the run instead of rejecting every file
+    except DataError as exc:
+        error = str(exc)
+    except Exception as exc:  # a reader bug or exotic file must not stop a corpus-sized run
+        error = f"{type(exc).__name__}: {exc}"
+    if error is not None or not rows:
+        reason = error or "no frames (every frame or slice empty)"
+        if rows:
+            reason = f"stopped after {len(rows)} frame(s): {reason}"
+        rows.append(_row(rel, Path(root), kind, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
+                         status="rejected", reason=reason))
+    record["rows"] = rows
+    return record
+
+
+# The "up" row filter with run-length zlib encodes speckle ~2.5x faster than libpng's default
+# (adaptive filters + full deflate) for files of about the same size: PNG writing dominates ingest.
+_PNG_FLAGS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+
+
+class FrameWriteError(DataError):
+    """A frame PNG could not be written (disk full, permissions): fatal for the run."""
+
+
+def _write_png(path: Path, pixels, level: int) -> None:
+    image = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    try:
+        with atomic_path(path) as tmp:
+            if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_PNG_COMPRESSION, level, *_PNG_FLAGS]):
+                raise OSError(f"OpenCV could not write {tmp}")
+    except OSError as exc:
+        raise FrameWriteError(f"{path}: cannot write frame ({exc})") from exc
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
+
+
+def list_files(root: Path, skip: Path | None = None) -> list[str]:
+    """Relative POSIX paths of all non-hidden files under ``root`` (sorted), except under ``skip``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (skip is None or (here / d).resolve() != skip))
+        found += [(here / f).relative_to(root).as_posix() for f in filenames if not f.startswith(".")]
+    return sorted(found)
+
+
+def read_exclude_ids(path: str | Path) -> set[str]:
+    """The ``pretrain_id`` column of an audit pairs file (CSV or Parquet)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: exclude file not found")
+    import pandas as pd
+
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    if "pretrain_id" not in table.columns:
+        raise DataError(f"{path}: expected a 'pretrain_id' column (an audit pairs file)")
+    return set(table["pretrain_id"].dropna().astype(str))
+
+
+def finalize(records: list[dict[str, Any]], cfg: IngestConfig, exclude: set[str]) -> list[dict[str, Any]]:
+    """Cross-file decisions on rows in path, frame order: exact / near duplicates, exclusions."""
+    first: dict[str, str] = {}
+    near = GroupedHammingIndex(cfg.phash_threshold)
+    rows = []
+    for record in sorted(records, key=lambda r: r["path"]):
+        for row in record["rows"]:
+            row = dict(row)
+            rows.append(row)
+            if row["status"] == "rejected":
+                continue
+            h = row["pixel_hash"]
+            if row["status"] == "ok":
+                if h in first and first[h] != row["id"]:
+                    row.update(status="duplicate", duplicate_of=first[h], phash_distance=-1,
+                               reason="same pixels as an earlier frame")
+                elif cfg.near_dup != "keep" and not row["duplicate_of"]:
+                    group = row["group_id"] if cfg.near_dup_scope == "group" else ""
+                    hit = near.nearest(group, phash_from_int64(row["phash"]))
+                    if hit is not None:
+                        scope = "group" if cfg.near_dup_scope == "group" else "corpus"
+                        row.update(duplicate_of=hit[0], phash_distance=hit[1],
+                                   status="near_duplicate" if cfg.near_dup == "drop" else "ok",
+                                   reason=f"pHash distance {hit[1]} to an earlier frame of the same {scope}")
+                    else:
+                        near.add(group, phash_from_int64(row["phash"]), row["id"])
+            first.setdefault(h, row["id"])
+            if row["id"] in exclude:
+                row.update(status="excluded", reason="overlaps an evaluation frame (audit pairs file)")
+    return rows
+
+
+def _load_progress(path: Path) -> dict[str, dict[str, Any]]:
+    """Last record per file; a line torn by a killed run is skipped (that file is simply redone)."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    with open(path, "rb+") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+                done[record["path"]] = record
+            except (ValueError, KeyError, TypeError):
+                continue
+        if handle.tell() and (handle.seek(-1, os.SEEK_END), handle.read(1))[1] != b"\n":
+            handle.write(b"\n")  # so the next record does not glue onto the torn one
+    return done
+
+
+def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
+    """Ingest ``cfg.root`` into ``cfg.out`` (resuming), write the manifest; return counts by status."""
+    root, out = Path(cfg.root), Path(cfg.out)
+    if not root.is_dir():
+        raise DataError(f"{root}: input folder not found")
+    ensure_output_dir(out / ".ingest")
+    exclude = read_exclude_ids(cfg.exclude) if cfg.exclude else set()
+    save_config(cfg, out / "ingest_config.yaml")
+    progress_path = out / ".ingest" / "progress.jsonl"
+    done = _load_progress(progress_path)
+    files = list_files(root, skip=out.resolve())
+    recipe = cfg.recipe()
+
+    def finished(rel: str) -> bool:
+        rec = done.get(rel)
+        try:
+            stat = (root / rel).stat()
+        except OSError:
+            return False  # process_file records why it cannot be read
+        return rec is not None and (rec["size"], rec["mtime_ns"], rec["recipe"]) == (
+            stat.st_size, stat.st_mtime_ns, recipe)
+
+    todo = [rel for rel in files if not finished(rel)]
+    rejects = RejectLog(out / "rejects.jsonl", log)
+    workers = cfg.workers or max(1, (os.cpu_count() or 2) - 1)
+    bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
+
+    def collect(record: dict[str, Any]) -> None:
+        append_jsonl(progress_path, record)
+        done[record["path"]] = record
+        for row in record["rows"]:
+            if row["status"] == "rejected" and row["frame_index"] == -1:
+                rejects.reject(root / record["path"], row["reason"])
+        bar.update(1)
+
+    if workers == 1 or len(todo) <= 1:
+        for rel in todo:
+            collect(process_file(str(root), rel, str(out), cfg))
+    else:
+        # forkserver, not fork: a forked child inherits locks held by the parent's OpenCV/torch
+        # threads and can hang forever (seen when ingest runs in a process that used them before).
+        context = multiprocessing.get_context("forkserver")
+        with futures.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context) as pool:
+            jobs = [pool.submit(process_file, str(root), rel, str(out), cfg) for rel in todo]
+            for job in futures.as_completed(jobs):
+                collect(job.result())
+    bar.close()
+    rows = finalize([done[rel] for rel in files], cfg, exclude)
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    manifest = out / "manifest.parquet"
+    if not (manifest.exists() and pq.read_table(manifest).equals(table)):
+        with atomic_path(manifest) as tmp:
+            pq.write_table(table, tmp)
+    counts = {status: 0 for status in STATUSES}
+    for row in rows:
+        counts[row["status"]] += 1
+    return {"manifest": str(manifest), "files": len(files), "processed": len(todo), **counts}

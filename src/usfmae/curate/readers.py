@@ -1,0 +1,250 @@
+"""Format readers: every kind of ultrasound file -> a stream of 2-D uint8 frames with metadata.
+
+``read_frames(path)`` picks the reader from the file (suffix, or the DICOM ``DICM`` magic for files
+without one) and yields :class:`Frame` objects:
+
+* images (PNG, JPEG, BMP, TIFF incl. multi-page), 8 or 16 bit, gray / RGB / RGBA / palette;
+* videos (MP4, AVI, MOV, ... via PyAV), sampled uniformly in time (3 frames/s by default, as the
+  paper) from presentation timestamps; the choice is made from the packets before decoding, so
+  unsampled B-frames (H.264, HEVC, MPEG-1/2) and unsampled intra-only frames (MJPEG) are never
+  decoded, with exactly the frames of a full decode; only sampled frames are converted;
+* DICOM, single or multi-frame cine (pydicom; JPEG / JPEG 2000 / RLE through pylibjpeg), sampled
+  at the same rate from FrameTimeVector / FrameTime / CineRate / RecommendedDisplayFrameRate, and
+  only the sampled frames are decoded;
+* volumes (NIfTI via nibabel; NRRD / MHA / MHD via SimpleITK) sliced along one axis, constant
+  (empty) slices skipped.
+
+Pixel conventions: frames are ``(H, W)`` uint8 gray or ``(H, W, 3)`` uint8 RGB. RGB frames whose
+three channels are identical (common for ultrasound exported as RGB) become gray. Alpha is
+composited over black. Deeper data is mapped to 8 bits by ``scale``: ``"minmax"`` (default) stretches
+each frame's (each volume's, for volumes) min..max to 0..255; ``"bits"`` divides by
+``2 ** (bit_depth - 8)``, keeping absolute intensities comparable across files (floats and signed
+data always use min-max). A file that cannot be decoded raises :class:`ReadError`.
+
+The video reader lives in :mod:`usfmae.curate.video` and the shared pieces (``Frame``,
+``ReadError``, suffixes, ``to_uint8``) in :mod:`usfmae.curate.frames`; both are importable from here.
+To change a video switch such as ``VIDEO_DECODER_THREADS``, set it on :mod:`usfmae.curate.video`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from usfmae.curate.frames import (  # noqa: F401 (re-exported: the readers' public names)
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    SCALES,
+    VIDEO_SUFFIXES,
+    VOLUME_SUFFIXES,
+    Frame,
+    ReadError,
+    TimeSampler,
+    normalize_channels,
+    to_uint8,
+)
+from usfmae.curate.video import (  # noqa: F401 (re-exported)
+    VIDEO_DECODER_THREADS,
+    VIDEO_SELECTIVE_DECODE,
+    VideoPlan,
+    plan_video,
+    read_video,
+    video_frame_pixels,
+)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def detect_kind(path: str | Path) -> str | None:
+    """The reader for ``path``: "image", "video", "dicom", "volume", "companion" or None.
+
+    "companion" is the raw data file of an ``.mhd``/``.nhdr`` header, read through its header.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    if suffix in VOLUME_SUFFIXES:
+        return "volume"
+    if suffix in (".raw", ".zraw") and any(path.with_suffix(s).exists() for s in (".mhd", ".nhdr")):
+        return "companion"
+    return "dicom" if _is_dicom(path) else None
+
+
+def read_image(path: Path, group_id: str, scale: str = "minmax") -> Iterator[Frame]:
+    """PNG / JPEG / BMP / TIFF (multi-page TIFF gives one frame per page)."""
+    data = path.read_bytes()
+    if not data:
+        raise ReadError("empty file")
+    suffix = _suffix(path)
+    if suffix in (".jpg", ".jpeg", ".jpe") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        # libjpeg fills a cut-off JPEG with gray and only warns: refuse it here instead.
+        raise ReadError("truncated JPEG (no end-of-image marker)")
+    buf = np.frombuffer(data, np.uint8)
+    if suffix in (".tif", ".tiff"):
+        ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
+        pages = list(pages) if ok else []
+    else:
+        page = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        pages = [] if page is None else [page]
+    if not pages:
+        raise ReadError(f"cannot decode {suffix or 'file'} (corrupt or truncated)")
+    for index, page in enumerate(pages):
+        bit_depth = page.dtype.itemsize * 8
+        yield Frame(normalize_channels(to_uint8(page, bit_depth, scale), bgr=True), index, None, bit_depth, group_id)
+
+
+def dicom_frame_times(ds, n_frames: int) -> np.ndarray | None:
+    """Seconds of each frame from FrameTimeVector, FrameTime, CineRate or RecommendedDisplayFrameRate."""
+    vector = ds.get("FrameTimeVector")
+    if vector is not None and len(vector) == n_frames:
+        # Each entry is the increment (ms) from the previous frame; the first is 0.
+        return np.cumsum(np.asarray(vector, float)) / 1000.0
+    frame_time = float(ds.get("FrameTime") or 0)
+    if frame_time > 0:
+        return np.arange(n_frames) * frame_time / 1000.0
+    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+        rate = float(ds.get(keyword) or 0)
+        if rate > 0:
+            return np.arange(n_frames) / rate
+    return None
+
+
+def read_dicom(path: Path, group_id: str, fps: float = 3.0, scale: str = "minmax") -> Iterator[Frame]:
+    """Single- or multi-frame DICOM; cine sampled at ``fps``, only sampled frames decoded."""
+    import pydicom
+    from pydicom.pixels import apply_color_lut, iter_pixels
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ReadError(f"not a readable DICOM file: {exc}") from exc
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ReadError("DICOM without image pixels")
+    uid, patient = ds.get("StudyInstanceUID"), ds.get("PatientID")
+    group_id = f"study:{uid}" if uid else f"patient:{patient}" if patient else group_id
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    times = dicom_frame_times(ds, n_frames) if n_frames > 1 else None
+    if times is None:
+        # One frame, or cine without timing: keep all (near-duplicate removal thins the latter).
+        indices = list(range(n_frames))
+    else:
+        step = float(np.median(np.diff(times))) if n_frames > 1 else 0.0
+        sampler = TimeSampler(fps, 0.5 * step)
+        indices = [i for i in range(n_frames) if sampler.want(float(times[i] - times[0]))]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    bit_depth = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    try:
+        for index, arr in zip(indices, iter_pixels(path, indices=indices), strict=True):
+            if photometric == "PALETTE COLOR":
+                arr = apply_color_lut(arr, ds)
+                arr = to_uint8(arr, 16, "bits") if arr.dtype != np.uint8 else arr
+            elif arr.dtype != np.uint8:
+                arr = to_uint8(arr, bit_depth, "minmax" if signed else scale)
+            if photometric == "MONOCHROME1":
+                arr = 255 - arr  # MONOCHROME1 shows low values as white
+            t = None if times is None else round(float(times[index] - times[0]), 6)
+            yield Frame(normalize_channels(arr), index, t, bit_depth, group_id)
+    except ReadError:
+        raise
+    except Exception as exc:
+        raise ReadError(f"DICOM pixel data cannot be decoded: {exc}") from exc
+
+
+def _load_volume(path: Path) -> tuple[np.ndarray, int]:
+    """Volume as an (X, Y, Z[, T]) array in NIfTI index order, plus its bit depth."""
+    if _suffix(path) in (".nii", ".nii.gz"):
+        import nibabel as nib
+
+        try:
+            arr = np.asanyarray(nib.load(str(path)).dataobj)
+        except Exception as exc:
+            raise ReadError(f"cannot read NIfTI: {exc}") from exc
+    else:
+        import SimpleITK as sitk
+
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as exc:
+            raise ReadError(f"cannot read volume: {str(exc).strip().splitlines()[-1]}") from exc
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise ReadError("multi-component (vector/colour) volumes are not supported")
+        # SimpleITK gives (Z, Y, X); reverse so that --axis means the same axis as for NIfTI.
+        arr = sitk.GetArrayFromImage(image).transpose(tuple(range(image.GetDimension()))[::-1])
+    if arr.dtype.fields is not None:
+        raise ReadError("structured (RGB) NIfTI volumes are not supported")
+    return arr, arr.dtype.itemsize * 8
+
+
+def read_volume(path: Path, group_id: str, axis: int = 2, scale: str = "minmax") -> Iterator[Frame]:
+    """Slices of a 2-D, 3-D or 4-D volume along ``axis``; 4-D volumes are sliced per time point.
+
+    The slice of an (X, Y, Z) volume at z is shown as (Y, X) rows x columns; the intensity mapping
+    to 8 bits is computed once per volume so slices stay comparable. Constant slices are skipped.
+    """
+    arr, bit_depth = _load_volume(path)
+    arr = arr.reshape([n for n in arr.shape if n != 1] or [1])
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim > 4:
+        raise ReadError(f"{arr.ndim}-D volumes are not supported")
+    if not 0 <= axis <= 2:
+        raise ReadError(f"slice axis {axis} out of range for a 3-D volume")
+    vol = to_uint8(arr, bit_depth, scale)
+    volumes = [vol] if vol.ndim == 3 else [vol[..., t] for t in range(vol.shape[3])]
+    n_slices = vol.shape[axis]
+    for t, v in enumerate(volumes):
+        for s in range(n_slices):
+            sl = np.take(v, s, axis=axis).T
+            if sl.max() == sl.min():
+                continue
+            yield Frame(np.ascontiguousarray(sl), t * n_slices + s, None, bit_depth, group_id)
+
+
+def read_frames(path: str | Path, group_id: str | None = None, fps: float = 3.0, axis: int = 2,
+                scale: str = "minmax") -> Iterator[Frame]:
+    """Frames of any supported file (see the module docstring).
+
+    Args:
+        path: the file.
+        group_id: group for frames whose file carries none (defaults to the path).
+        fps: sampling rate for video and DICOM cine; <= 0 keeps every frame.
+        axis: slicing axis for volumes (0, 1, 2 in NIfTI x, y, z order).
+        scale: "minmax" or "bits" mapping of >8-bit data.
+
+    Raises:
+        ReadError: the file is empty, corrupt, truncated or of an unsupported type.
+    """
+    path = Path(path)
+    group_id = group_id or str(path)
+    if path.stat().st_size == 0:
+        raise ReadError("empty file")
+    kind = detect_kind(path)
+    if kind == "image":
+        return read_image(path, group_id, scale)
+    if kind == "video":
+        return read_video(path, group_id, fps)
+    if kind == "dicom":
+        return read_dicom(path, group_id, fps, scale)
+    if kind == "volume":
+        return read_volume(path, group_id, axis, scale)
+    raise ReadError(f"unsupported file type {_suffix(path) or '(no suffix)'}")

@@ -1,0 +1,1 @@
+"""Downstream use of an encoder: benchmark grids, feature extraction, export."""

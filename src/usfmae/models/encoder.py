@@ -1,0 +1,195 @@
+"""Frozen encoders: loading from any supported checkpoint, pooling, batched deterministic extraction.
+
+Extraction never masks: every patch is seen, the model is in eval mode, and on CUDA the forward runs
+under bf16 autocast with float32 outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from usfmae.data.images import default_norm, normalise
+from usfmae.errors import DataError, UsfmaeError
+
+log = logging.getLogger(__name__)
+
+
+def pool_tokens(tokens: torch.Tensor, pool: str, num_prefix: int = 1) -> torch.Tensor:
+    """Pool encoder output to one vector per image.
+
+    Args:
+        tokens: ``(B, P+L, D)`` tokens with ``P`` prefix (CLS) tokens, or a CNN map ``(B, D, h, w)``,
+            or already pooled ``(B, D)``.
+        pool: ``"cls"`` (first token) or ``"mean"`` (average of the patch tokens).
+
+    Returns:
+        ``(B, D)``.
+    """
+    if tokens.ndim == 4:  # CNN feature map: global average pooling is the only sensible choice
+        return tokens.mean(dim=(2, 3))
+    if tokens.ndim == 2:
+        return tokens
+    if pool == "cls":
+        return tokens[:, 0]
+    if pool == "mean":
+        return tokens[:, num_prefix:].mean(dim=1)
+    raise UsfmaeError(f"unknown pooling {pool!r}; use cls or mean")
+
+
+class PooledEncoder(nn.Module):
+    """``images (B,C,H,W) normalised -> features (B,D)``: what embed, probe and ONNX export run."""
+
+    def __init__(self, encoder: nn.Module, pool: str = "cls") -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pool = pool
+        self.num_prefix = int(getattr(encoder, "num_prefix_tokens", 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return pool_tokens(self.encoder.forward_features(images), self.pool, self.num_prefix)
+
+
+@dataclass
+class EncoderInfo:
+    """What a loaded encoder expects as input, and where its weights came from."""
+
+    name: str
+    img_size: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str  # "scratch", "usfmae-pretrain", "imported:<file>", "imagenet"
+    mask_ratio: float | None = None  # mask ratio of the pretraining, when the checkpoint says
+    pretrain: dict[str, Any] | None = None  # the pretraining config and step count of our checkpoints
+
+    def describe(self) -> str:
+        """One line for the results' ``protocol.pretraining``, e.g. ``usfmae-pretrain phantom:512, 400 steps, mask 0.75``."""
+        parts = [self.source]
+        if self.pretrain:
+            data, step = self.pretrain.get("data"), self.pretrain.get("step")
+            parts[0] += f" {data}" if data else ""
+            parts += [f"{step} steps"] if step is not None else []
+        parts += [f"mask {self.mask_ratio:g}"] if self.mask_ratio is not None else []
+        return ", ".join(parts)
+
+
+def data_contract(model: nn.Module, img_size: int | None = None,
+                  in_chans: int | None = None) -> tuple[int, int, tuple[float, ...], tuple[float, ...]]:
+    """``(img_size, in_chans, mean, std)`` of a model: its ``data_config`` or ImageNet defaults."""
+    dc = dict(getattr(model, "data_config", None) or {})
+    size = int(dc.get("img_size") or img_size or 224)
+    chans = int(dc.get("in_chans") or in_chans or 3)
+    default_mean, default_std = default_norm(chans)
+    return size, chans, tuple(dc.get("mean") or default_mean), tuple(dc.get("std") or default_std)
+
+
+def load_encoder(weights: str | Path | None, model_name: str | None = None,
+                 **overrides: Any) -> tuple[nn.Module, EncoderInfo]:
+    """An MAE (encoder + decoder) from a checkpoint, or a registry model from scratch.
+
+    ``weights`` may be a checkpoint written by ``usfmae pretrain``, the released USF-MAE file, or
+    a facebookresearch MAE checkpoint; ``usfmae.models.checkpoint`` detects which. Without
+    ``weights``, ``model_name`` is created with random init (the "scratch" control).
+    """
+    from usfmae.models import checkpoint, registry
+
+    if weights is None:
+        if model_name is None:
+            raise UsfmaeError("give --weights or a --model name")
+        model = registry.create_model(model_name, **overrides)
+        return model, _info(model, model_name, "scratch", None)
+    path = Path(weights)
+    if not path.is_file():
+        raise DataError(f"{path}: weights file not found")
+    raw = _load_raw(path)
+    state, meta = checkpoint.read_checkpoint(raw if raw is not None else path)
+    model = checkpoint.build_from_checkpoint({"model": state, **meta}, model_name=model_name, **overrides)
+    pretrain = None
+    if raw is not None and isinstance(raw.get("config"), dict):
+        pretrain = {**raw["config"], "step": raw.get("step")}
+    if meta.get("model_cfg"):
+        # Our own checkpoint records the pretraining config, mask ratio included.
+        source, mask_ratio = "usfmae-pretrain", model.cfg.mask_ratio
+    else:
+        # Released USF-MAE or facebookresearch MAE file: its mask ratio is not recorded (the
+        # paper says 0.25, the released notebook ran MAE's default 0.75), so none is claimed.
+        source, mask_ratio = f"imported:{path.name}", None
+    name = getattr(model, "model_name", None) or model_name or f"vit_{model.cfg.embed_dim}x{model.cfg.depth}"
+    return model, _info(model, name, source, mask_ratio, pretrain)
+
+
+def _load_raw(path: Path) -> dict | None:
+    """The whole ``torch.save`` payload (memory-mapped), to read the pretraining config beside the
+    weights; None for safetensors or anything ``checkpoint.read_checkpoint`` should explain."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - read_checkpoint gives the user-facing error
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def _info(model: nn.Module, name: str, source: str, mask_ratio: float | None,
+          pretrain: dict[str, Any] | None = None) -> EncoderInfo:
+    size, chans, mean, std = data_contract(model)
+    return EncoderInfo(name, size, chans, mean, std, source, None if mask_ratio is None else float(mask_ratio),
+                       pretrain)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` when given, else CUDA when available, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                     pool: str = "cls", batch_size: int = 64, device: str | torch.device | None = None,
+                     progress: bool = False) -> np.ndarray:
+    """Features of preloaded images, in order, without masking.
+
+    Args:
+        model: anything with ``forward_features`` (our MAE, a timm ViT, a baseline) or a
+            :class:`PooledEncoder`.
+        images: uint8 ``(N, C, H, W)``.
+
+    Returns:
+        float32 ``(N, D)``. Deterministic: eval mode, no dropout, no masking; bf16 autocast on CUDA.
+    """
+    device = pick_device(str(device) if device is not None else None)
+    encoder = model if isinstance(model, PooledEncoder) else PooledEncoder(model, pool)
+    was_training = encoder.training
+    encoder.eval().to(device)
+    out = []
+    starts = range(0, len(images), batch_size)
+    if progress:
+        from tqdm import tqdm
+        starts = tqdm(starts, unit="batch", desc="features")
+    for start in starts:
+        batch = normalise(images[start:start + batch_size].to(device, non_blocking=True), mean, std)
+        out.append(forward_pooled(encoder, batch, device))
+    encoder.train(was_training)
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def forward_pooled(encoder: nn.Module, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``encoder(batch)`` under bf16 autocast on CUDA (float32 elsewhere); float32 ``(B, D)`` on the CPU."""
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        feats = encoder(batch)
+    return feats.float().cpu()
+
+

@@ -1,0 +1,182 @@
+"""Packing a frame corpus into memory-mapped uint8 shards (the logic behind ``usfmae pack``).
+
+:func:`list_corpus` lists the frames of an image folder (searched recursively; the first folder
+level is the source name) or of a Parquet manifest (``id``, ``path`` relative to the manifest, and
+optionally ``status`` (only "ok" rows), ``source``, ``label``). :func:`load_frame` fits one image
+into a (size, size, channels) uint8 array: area interpolation, aspect kept by zero padding, gray or
+RGB. :func:`pack_corpus` decodes them on ``PackConfig.workers`` threads and appends them to a
+:class:`usfmae.shards.store.ShardWriter`; it resumes (complete shards kept, rejected files listed in
+``rejects.jsonl`` not retried) and returns the counts the command prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from usfmae.config import check, opt
+from usfmae.curate.frames import IMAGE_SUFFIXES
+from usfmae.errors import DataError
+from usfmae.fileio import RejectLog
+from usfmae.shards.store import ShardReader, ShardWriter, check_layout, is_shard_dir
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class PackConfig:
+    """Settings of ``usfmae pack``."""
+
+    size: int = opt(224, "side of the square frames in pixels")
+    channels: int = opt(1, "1 = grayscale, 3 = RGB", choices=[1, 3])
+    shard_size: int = opt(4096, "frames per shard file")
+    workers: int = opt(2, "decode threads (OpenCV releases the GIL)")
+
+    def __post_init__(self) -> None:
+        check(8 <= self.size <= 4096, f"--size must be between 8 and 4096, got {self.size}")
+        check(self.channels in (1, 3), f"--channels must be 1 or 3, got {self.channels}")
+        check(self.shard_size >= 1, f"--shard-size must be positive, got {self.shard_size}")
+        check(self.workers >= 1, f"--workers must be positive, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class CorpusItem:
+    """One input frame: unique id, file, source dataset name, optional label."""
+
+    id: str
+    path: Path
+    source: str = ""
+    label: str | None = None
+
+
+def list_corpus(corpus: str | os.PathLike) -> list[CorpusItem]:
+    """The frames of an image folder (sorted by relative path) or of a Parquet manifest (row order)."""
+    corpus = Path(corpus)
+    if corpus.is_dir():
+        items = []
+        for path in sorted(p for p in corpus.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            rel = path.relative_to(corpus)
+            source = rel.parts[0] if len(rel.parts) > 1 else ""
+            items.append(CorpusItem(rel.with_suffix("").as_posix(), path, source))
+        return items
+    if corpus.is_file() and corpus.suffix == ".parquet":
+        try:
+            table = pq.read_table(corpus)
+        except Exception as exc:  # pyarrow raises several types for a broken file
+            raise DataError(f"{corpus}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
+        missing = {"id", "path"} - set(table.column_names)
+        if missing:
+            raise DataError(f"{corpus}: manifest lacks column(s) {', '.join(sorted(missing))}")
+        cols = {name: table.column(name).to_pylist() for name in table.column_names}
+        n = table.num_rows
+        status = cols.get("status", ["ok"] * n)
+        source = cols.get("source", [""] * n)
+        label = cols.get("label", [None] * n)
+        return [CorpusItem(str(cols["id"][i]), corpus.parent / cols["path"][i], str(source[i] or ""),
+                           None if label[i] is None else str(label[i]))
+                for i in range(n) if status[i] == "ok"]
+    raise DataError(f"{corpus}: expected an image folder or a .parquet manifest")
+
+
+def load_frame(path: str | os.PathLike, size: int, channels: int) -> np.ndarray:
+    """Read an image and fit it into (size, size, channels) uint8, aspect kept by zero padding.
+
+    8- and 16-bit, gray, RGB, RGBA and palette files are accepted (OpenCV expands palettes).
+    Raises:
+        ValueError: the file is missing, empty, truncated or not an image.
+    """
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise ValueError("not a readable image")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.uint32) * 255 // 65535).astype(np.uint8)  # full 16-bit range -> 8 bits
+    elif img.dtype != np.uint8:
+        raise ValueError(f"unsupported pixel type {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if channels == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
+    h, w = img.shape[:2]
+    if (h, w) != (size, size):
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((size, size) + img.shape[2:], dtype=np.uint8)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        canvas[top:top + nh, left:left + nw] = resized
+        img = canvas
+    return img.reshape(size, size, channels)
+
+
+def _decoded(items: list[CorpusItem], cfg: PackConfig) -> Iterator[tuple[CorpusItem, np.ndarray | str]]:
+    """(item, frame) or (item, reason) in input order; decoding runs ``cfg.workers`` threads ahead."""
+    def work(item: CorpusItem) -> np.ndarray | str:
+        try:
+            return load_frame(item.path, cfg.size, cfg.channels)
+        except (ValueError, cv2.error) as exc:
+            return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+    if cfg.workers == 1:
+        for item in items:
+            yield item, work(item)
+        return
+    chunk = 256  # bounded look-ahead keeps memory flat in the corpus size
+    with ThreadPoolExecutor(cfg.workers) as pool:
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            yield from zip(part, pool.map(work, part), strict=True)
+
+
+def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConfig,
+                progress: bool = True) -> dict:
+    """Pack ``corpus`` into shards under ``out`` (resumable); returns counts for the summary line."""
+    out = Path(out)
+    items = list_corpus(corpus)
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, n in Counter(ids).items() if n > 1)
+        raise DataError(f"{corpus}: id {dup!r} appears more than once")
+    rejects = RejectLog(out / "rejects.jsonl", log)
+    rejected = {r.get("id") for r in rejects.read()}
+    check_layout(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size)
+    packed = set(ShardReader(out).ids) if is_shard_dir(out) else set()
+    if items and all(i.id in packed or i.id in rejected for i in items):
+        return {"frames": len(packed), "added": 0, "rejected": 0, "skipped": len(items)}
+    # OpenCV's own warnings about a broken file would add lines to our one-line reject message
+    cv_level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        added = _pack_items(items, rejected, rejects, out, cfg, progress)
+    finally:
+        cv2.utils.logging.setLogLevel(cv_level)
+    frames = len(ShardReader(out))
+    return {"frames": frames, "added": added, "rejected": rejects.count, "skipped": len(items) - added - rejects.count}
+
+
+def _pack_items(items: list[CorpusItem], rejected: set, rejects: RejectLog, out: Path, cfg: PackConfig,
+                progress: bool) -> int:
+    added = 0
+    with ShardWriter(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size) as writer:
+        done = writer.done_ids
+        todo = [i for i in items if i.id not in done and i.id not in rejected]
+        for item, result in tqdm(_decoded(todo, cfg), total=len(todo), desc="pack", unit="img",
+                                 disable=not progress):
+            if isinstance(result, str):
+                rejects.reject(item.path, result, id=item.id)
+                continue
+            writer.add(result, item.id, item.source, item.label)
+            added += 1
+    return added
