@@ -98,15 +98,13 @@ class _TinyCNN(nn.Module):
 
 def test_baselines_use_the_same_protocol(phantom_dataset: Path, tmp_path: Path, monkeypatch) -> None:
     """A baseline goes through create_baseline with the run's classes, channels and size (stubbed: tiny)."""
-    import usfmae.models.baselines as baselines
-
     calls = []
 
     def fake(name, num_classes, in_chans=1, weights_path=None, *, img_size=224, small_input=False):
         calls.append((name, num_classes, in_chans, weights_path, img_size, small_input))
         return _TinyCNN(num_classes, in_chans)
 
-    monkeypatch.setattr(baselines, "create_baseline", fake)
+    monkeypatch.setattr(finetune, "create_baseline", fake)
     cfg = _cfg(phantom_dataset, tmp_path, model="resnet50", img_size=64, in_chans=1, epochs=1, bootstrap=0,
                small_input=True)
     result = read_json(finetune.run(cfg)["cells"][0])

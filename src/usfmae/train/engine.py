@@ -1,6 +1,10 @@
-"""One pass of MAE pretraining, and evaluation of the reconstruction loss. Explicit arguments only.
+"""The training loops, one per kind, with explicit arguments only.
 
-The data arrive as an iterable of micro-batches (already on the host, uint8 or float) plus a
+* :func:`train_one_epoch` / :func:`evaluate`: MAE pretraining and its reconstruction loss.
+* :func:`train_supervised_epoch` / :func:`predict`: a model that maps images to outputs under a
+  supervised loss (classification, segmentation).
+
+Pretraining data arrive as an iterable of micro-batches (already on the host, uint8 or float) plus a
 ``batch_transform(x, step, micro)`` applied on the device: that is where the fast recipe plugs its
 GPU augmentation in, and where the paper recipe just moves already-augmented floats.
 Losses stay on the device and are read back only by :meth:`LossMeter.sync`, so a GPU step never
@@ -22,6 +26,8 @@ from usfmae.train.distributed import all_reduce_mean
 from usfmae.train.schedule import set_lr
 
 BatchTransform = Callable[[torch.Tensor, int, int], torch.Tensor]  # (x on device, step, micro) -> float
+# (x, target) on the device -> (model input, target): augmentation + normalisation, applied jointly
+PairTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 MaskGenerator = Callable[[int, int], "torch.Generator | None"]  # (step, micro) -> masking generator
 
 
@@ -158,3 +164,94 @@ def evaluate(model: nn.Module, batches: Iterable[torch.Tensor], *, device: torch
         count += x.shape[0]
     model.train(was_training)
     return {"loss": total.item() / count if count else math.nan, "images": count}
+
+
+def train_supervised_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                           optimizer: torch.optim.Optimizer, lr_at_step: Callable[[int], float], start_step: int,
+                           device: torch.device, amp: bool, clip_grad: float | None,
+                           transform: PairTransform | None = None) -> dict:
+    """One pass over ``batches`` with one optimiser step per batch (classifier or segmenter).
+
+    Per step: the lr is set to ``lr_at_step(step)`` (times each group's ``lr_scale``), the batch
+    moves to ``device``, ``transform`` runs there, the forward runs under bf16 autocast on CUDA
+    when ``amp``, ``loss_fn`` sees float32 outputs, gradients are clipped to a global norm of
+    ``clip_grad`` (None or 0: no clipping) and the optimiser steps. Nothing is read back to the
+    host until the epoch ends: the loss is accumulated on the device.
+
+    Args:
+        model: maps ``x`` to outputs, e.g. logits (B, K) or mask logits (B, K, H, W).
+        batches: ``(x, target)`` pairs on the host or the device, e.g. uint8 (B, C, H, W) and (B,).
+        loss_fn: (outputs float32, target) -> scalar mean loss over the batch.
+        optimizer: its groups may carry ``lr_scale`` (layer-wise decay).
+        lr_at_step: global step -> learning rate.
+        start_step: global index of this epoch's first step.
+        device: where the model lives.
+        amp: bf16 autocast on CUDA (ignored elsewhere).
+        clip_grad: max global gradient norm.
+        transform: (x, target) -> (x, target) on the device (augmentation + normalisation).
+
+    Returns:
+        ``{"loss": mean loss per sample (NaN for no batches), "steps": optimiser steps, "images": n}``.
+
+    Raises:
+        NonFiniteLossError: a step's loss was NaN or infinite (checked once, at the end).
+    """
+    model.train()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    step, images = start_step, 0
+    for x, y in batches:
+        set_lr(optimizer, lr_at_step(step))
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if transform is not None:
+            x, y = transform(x, y)
+        with _autocast(device, amp):
+            out = model(x)
+        loss = loss_fn(out.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad is not None and clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        optimizer.step()
+        detached = loss.detach()
+        finite = torch.isfinite(detached)
+        total += torch.where(finite, detached.double(), torch.zeros_like(total)) * x.shape[0]
+        first_bad = torch.where(~finite & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+        images += x.shape[0]
+        step += 1
+    bad = int(first_bad)  # the epoch's only host syncs: this and the loss below
+    if bad >= 0:
+        raise NonFiniteLossError(f"the training loss became NaN or infinite at step {bad}; lower the learning rate")
+    return {"loss": float(total) / images if images else math.nan, "steps": step - start_step, "images": images}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...]], *, device: torch.device,
+            amp: bool, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Outputs of ``model`` over ``batches``, in order, in eval mode (the mode is restored after).
+
+    Args:
+        batches: inputs (B, C, H, W), or tuples whose first element is the input (targets are ignored).
+        device: where the model lives.
+        amp: bf16 autocast on CUDA.
+        transform: x -> model input on the device (e.g. normalisation of uint8 images).
+
+    Returns:
+        float32 outputs on the CPU, concatenated over the batches along dim 0 (an empty tensor
+        for no batches).
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for item in batches:
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        x = x.to(device, non_blocking=True)
+        if transform is not None:
+            x = transform(x)
+        with _autocast(device, amp):
+            y = model(x)
+        out.append(y.float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)

@@ -16,20 +16,29 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
 from usfmae.config import check, opt, save_config, to_dict
+from usfmae.data import labelled
 from usfmae.data.images import normalise, preload_images
-from usfmae.errors import UsfmaeError
+from usfmae.data.transforms import augment_batch
+from usfmae.eval import metrics, report
 from usfmae.eval.probes import knn_probe, linear_probe
 from usfmae.fileio import RejectLog, read_json
+from usfmae.models.baselines import create_baseline
+from usfmae.models.classifier import EncoderClassifier, param_groups_layer_decay
 from usfmae.models.encoder import EncoderInfo, data_contract, extract_features, load_encoder, pick_device
+from usfmae.train import engine
+from usfmae.train.schedule import lr_at, param_groups
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,8 @@ class FinetuneConfig:
     num_workers: int = opt(0, "image decoding workers")
     source: str | None = opt(None, "pretraining-source label recorded in results (default: from weights)")
     label: str | None = opt(None, "row label in the report (default: model, source and method)")
+    clip_grad: float = opt(1.0, "max gradient norm (0 disables clipping)")
+    amp: bool = opt(True, "bf16 autocast on CUDA")
     small_input: bool = opt(False, "resnet50 only: stride-1 stem, no max-pool, for small (e.g. 64 px) inputs; "
                             "4x the compute")
 
@@ -90,6 +101,7 @@ class FinetuneConfig:
         check(self.k >= 2, "k must be at least 2")
         check(self.knn_k >= 1, "knn-k must be positive")
         check(len(self.seeds) > 0, "give at least one seed")
+        check(self.clip_grad >= 0, "clip-grad must be >= 0")
         check(self.mode == "finetune" or self.model not in BASELINES,
               "linear/knn modes need an MAE encoder, not a baseline")
 
@@ -97,8 +109,6 @@ class FinetuneConfig:
 # ------------------------------------------------------------------------------------------ data
 def dataset_folds(ds: Any, split: str, k: int, seed: int = 0) -> list[Any]:
     """The folds to evaluate: the dataset's official partition, or a seeded grouped k-fold."""
-    from usfmae.data import labelled
-
     if split == "official" or (split == "auto" and ds.official):
         return labelled.official_folds(ds)
     return labelled.split_folds(ds, k, seed)
@@ -108,8 +118,6 @@ def subset_indices(ds: Any, indices: np.ndarray, fraction: float, seed: int) -> 
     """A stratified, nested ``fraction`` of ``indices`` (via ``labelled.label_fraction_subset``)."""
     if fraction >= 1.0:
         return np.asarray(indices)
-    from usfmae.data import labelled
-
     position = {id(ds.records[i]): i for i in indices}
     chosen = labelled.label_fraction_subset([ds.records[i] for i in indices], fraction, seed)
     return np.array(sorted(position[id(r)] for r in chosen), dtype=np.int64)
@@ -126,8 +134,6 @@ def inner_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
     n_classes = len(np.unique(labels))
     if val_fraction <= 0 or n * val_fraction < 2 * n_classes or len(np.unique(groups)) < 3:
         return np.arange(n), np.zeros(0, dtype=np.int64)
-    from sklearn.model_selection import StratifiedGroupKFold
-
     splits = max(2, int(round(1.0 / val_fraction)))
     splits = min(splits, len(np.unique(groups)))
     splitter = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
@@ -139,16 +145,12 @@ def inner_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
 def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, EncoderInfo]:
     """The network to fine-tune and its input contract."""
     if cfg.model in BASELINES:
-        from usfmae.models.baselines import create_baseline
-
         chans, size = cfg.in_chans or 3, cfg.img_size or 224
         model = create_baseline(cfg.model, num_classes=num_classes, in_chans=chans, weights_path=cfg.weights,
                                 img_size=size, small_input=cfg.small_input)
         size, chans, mean, std = data_contract(model, size, chans)
         source = "imagenet" if cfg.weights else "scratch"
         return model, EncoderInfo(cfg.model, size, chans, mean, std, cfg.source or source)
-    from usfmae.models.classifier import EncoderClassifier
-
     overrides = {k: v for k, v in (("img_size", cfg.img_size), ("in_chans", cfg.in_chans)) if v is not None}
     mae, info = load_encoder(cfg.weights, cfg.model, **overrides)
     if cfg.source:
@@ -159,89 +161,91 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
 def optimizer_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict]:
     """Layer-decayed groups for our encoder classifier; plain decay/no-decay groups for baselines."""
     if cfg.model not in BASELINES:
-        from usfmae.models.classifier import param_groups_layer_decay
-
         return param_groups_layer_decay(model, cfg.weight_decay, cfg.layer_decay)
-    from usfmae.train.schedule import param_groups
-
     return param_groups(model, cfg.weight_decay)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, mean: Any, std: Any, device: torch.device,
-            batch_size: int = 64) -> np.ndarray:
-    """Class probabilities ``(N, C)`` float64 for uint8 images ``(N, C, H, W)``."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = normalise(images[start:start + batch_size].to(device), mean, std)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse class frequency ``(num_classes,)``, mean 1 over the classes present; absent classes get 0."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+    return torch.tensor(inv, dtype=torch.float32)
+
+
+def class_probabilities(model: nn.Module, images: torch.Tensor, info: EncoderInfo, device: torch.device,
+                        amp: bool = True, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities ``(N, K)`` float64 for uint8 images ``(N, C, H, W)`` (eval mode, in order)."""
+    chunks = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+    logits = engine.predict(model, chunks, device=device, amp=amp,
+                            transform=lambda x: normalise(x, info.mean, info.std))
+    return torch.softmax(logits, dim=1).double().numpy() if len(logits) else np.zeros((0, 0))
+
+
+# Called after every epoch with (epoch, record); record has epoch, train_loss, val_f1 (None without a
+# validation split), lr (at the epoch's last step), steps and seconds. Loggers plug in here.
+EpochCallback = Callable[[int, dict[str, Any]], None]
 
 
 def train_classifier(model: nn.Module, info: EncoderInfo, cfg: FinetuneConfig, images: torch.Tensor,
                      labels: np.ndarray, val_images: torch.Tensor, val_labels: np.ndarray,
-                     num_classes: int, seed: int, device: torch.device) -> dict[str, Any]:
-    """Fine-tune ``model`` in place; keep the weights of the best validation epoch.
+                     num_classes: int, seed: int, device: torch.device,
+                     on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
+    """Fine-tune ``model`` in place with :func:`usfmae.train.engine.train_supervised_epoch`; keep the
+    weights of the best validation epoch.
 
     Args:
         images, labels: uint8 ``(N, C, H, W)`` and ``(N,)`` training data.
         val_images, val_labels: inner validation split (may be empty: no early stopping).
+        on_epoch_end: called with ``(epoch, record)`` after each epoch (see :data:`EpochCallback`).
 
     Returns:
         History: epochs run, best epoch, best validation macro-F1, per-epoch train loss.
     """
-    from sklearn.metrics import f1_score
-
-    from usfmae.data.transforms import augment_batch
-    from usfmae.train.schedule import lr_at, set_lr
-
+    # One generator draws the epoch orders and the augmentations, so a seed fixes the whole run.
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg), lr=cfg.lr)
     steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_fraction * total))
-    weight = None
-    if cfg.class_weighting:
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        # Inverse frequency, normalised to mean 1 over the classes present; absent classes get 0.
-        inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
-        weight = torch.tensor(inv, dtype=torch.float32, device=device)
+    min_lr = min(cfg.min_lr, cfg.lr)
+    weight = class_weights(labels, num_classes).to(device) if cfg.class_weighting else None
     criterion = nn.CrossEntropyLoss(weight=weight)
     y_all = torch.as_tensor(labels, dtype=torch.long)
+
+    def lr_fn(step: int) -> float:
+        return lr_at(step, total, cfg.lr, warmup, min_lr)
+
+    def epoch_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            yield images[idx], y_all[idx]
+
+    def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if cfg.augment:
+            x = augment_batch(x, generator)
+        return normalise(x, info.mean, info.std), y
+
     best = {"f1": -1.0, "epoch": -1, "state": None}
     history: list[float] = []
     step, stale = 0, 0
     for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        running = torch.zeros((), device=device)
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            x = images[idx].to(device, non_blocking=True)
-            if cfg.augment:
-                x = augment_batch(x, generator)
-            x = normalise(x, info.mean, info.std)
-            y = y_all[idx].to(device, non_blocking=True)
-            set_lr(optimizer, lr_at(step, total, cfg.lr, warmup, min(cfg.min_lr, cfg.lr)))
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = criterion(model(x).float(), y)
-            if not torch.isfinite(loss):
-                raise UsfmaeError(f"non-finite training loss at epoch {epoch}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            running += loss.detach() * len(idx)
-            step += 1
-        history.append(float(running) / len(images))  # one host sync per epoch, not per step
-        if len(val_images) == 0:
+        started = time.perf_counter()
+        result = engine.train_supervised_epoch(
+            model, epoch_batches(), loss_fn=criterion, optimizer=optimizer, lr_at_step=lr_fn, start_step=step,
+            device=device, amp=cfg.amp, clip_grad=cfg.clip_grad or None, transform=transform)
+        step += result["steps"]
+        history.append(result["loss"])
+        f1 = None
+        if len(val_images):
+            val_pred = class_probabilities(model, val_images, info, device, cfg.amp).argmax(1)
+            f1 = float(f1_score(val_labels, val_pred, average="macro", zero_division=0))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, {"epoch": epoch, "train_loss": result["loss"], "val_f1": f1, "lr": lr_fn(step - 1),
+                                 "steps": step, "seconds": time.perf_counter() - started})
+        if f1 is None:
             continue
-        val_pred = predict(model, val_images, info.mean, info.std, device).argmax(1)
-        f1 = float(f1_score(val_labels, val_pred, average="macro", zero_division=0))
         if f1 > best["f1"]:
             best = {"f1": f1, "epoch": epoch, "state": copy.deepcopy({k: v.detach().cpu()
                                                                          for k, v in model.state_dict().items()})}
@@ -271,21 +275,20 @@ def row_label(cfg: FinetuneConfig, info_source: str | None = None) -> str:
 
 def cell_path(out: Path, dataset: str, label: str, fold: int, seed: int, fraction: float) -> Path:
     """Where one cell's results JSON goes (the report's canonical name; what resume looks for)."""
-    from usfmae.eval import report
-
     stub = {"dataset": dataset, "model": label, "fold": fold, "seed": seed, "protocol": {"label_fraction": fraction}}
     return out / report.result_filename(stub)
 
 
-def run(cfg: FinetuneConfig) -> dict[str, Any]:
+def run(cfg: FinetuneConfig, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
     """Run every (fold, seed) cell; a cell whose results JSON exists is skipped (resume).
+
+    Args:
+        on_epoch_end: called after every fine-tuning epoch of every cell with ``(epoch, record)``;
+            the record also names the cell's ``fold`` and ``seed`` (loggers plug in here).
 
     Returns:
         ``{"cells": [result path, ...], "skipped": n, "summary": metrics.aggregate over cells}``.
     """
-    from usfmae.data import labelled
-    from usfmae.eval import metrics, report
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -307,7 +310,7 @@ def run(cfg: FinetuneConfig) -> dict[str, Any]:
                 skipped += 1
                 paths.append(path)
                 continue
-            result = run_cell(cfg, ds, fold, seed, device, rejects, cache)
+            result = run_cell(cfg, ds, fold, seed, device, rejects, cache, on_epoch_end)
             report.save_result(out, result)
             paths.append(path)
             log.info("%s on %s fold %d seed %d: macro-F1 %.3f", label, ds.name, fold.index, seed,
@@ -330,7 +333,7 @@ def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
 
 
 def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.device, rejects: RejectLog,
-             cache: dict[str, Any]) -> dict[str, Any]:
+             cache: dict[str, Any], on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
     """Train and score one (fold, seed) cell; returns the results record (not yet written)."""
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -349,10 +352,14 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
     if cfg.mode == "finetune":
         inner_tr, inner_va = inner_split(labels_all[train_idx], ds.groups[train_idx], cfg.val_fraction, seed)
         fit_idx, val_idx = train_idx[inner_tr], train_idx[inner_va]
+        hook = None
+        if on_epoch_end is not None:
+            def hook(epoch: int, record: dict[str, Any]) -> None:
+                on_epoch_end(epoch, {**record, "fold": fold.index, "seed": seed})
         training = train_classifier(model, info, cfg, images[row[fit_idx]], labels_all[fit_idx],
-                                    images[row[val_idx]], labels_all[val_idx], num_classes, seed, device)
+                                    images[row[val_idx]], labels_all[val_idx], num_classes, seed, device, hook)
         training["n_val"] = int(len(val_idx))
-        scores = predict(model, images[row[test_idx]], info.mean, info.std, device)
+        scores = class_probabilities(model, images[row[test_idx]], info, device, cfg.amp)
     else:
         fkey = f"features:{info.img_size}:{info.in_chans}:{cfg.pool}"
         if fkey not in cache:
@@ -389,8 +396,6 @@ def cell_result(label: str, ds: Any, fold: int, seed: int, y_true: np.ndarray, y
         records: the N test records (their paths and patient groups are saved with the predictions).
         training: run facts that differ per cell (epochs, best epoch, sizes, time), kept beside the record.
     """
-    from usfmae.eval import metrics, report
-
     y_pred = y_score.argmax(axis=1)
     values = metrics.classification_metrics(y_true, y_pred, y_score, ds.classes)
     if n_bootstrap:
