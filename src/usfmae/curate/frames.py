@@ -1,7 +1,7 @@
 """Shared pieces of the format readers: what a frame is, file-type suffixes, 8-bit conversion.
 
 Both :mod:`usfmae.curate.readers` (images, DICOM, volumes) and :mod:`usfmae.curate.video` build on
-these, and every stage that lists image files uses :data:`IMAGE_SUFFIXES` from here.
+these, and :data:`IMAGE_SUFFIXES` is re-exported from :mod:`usfmae.imaging`, where every stage takes it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import dataclasses
 import numpy as np
 
 from usfmae.errors import DataError
+from usfmae.imaging import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff")
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "DICOM_SUFFIXES", "VOLUME_SUFFIXES", "SCALES", "ReadError",
+           "Frame", "to_uint8", "normalize_channels", "TimeSampler"]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".m4v", ".mkv", ".wmv", ".mpg", ".mpeg", ".webm", ".ogv")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")

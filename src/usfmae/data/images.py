@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from usfmae.curate.frames import IMAGE_SUFFIXES
+from usfmae.contract import DataContract
+from usfmae.contract import normalise as contract_normalise
+from usfmae.imaging import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 
@@ -150,12 +152,8 @@ def preload_images(paths: Sequence[str | Path], img_size: int, in_chans: int, nu
 
 
 def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``(B,C,H,W)`` (or float already in [0,1], e.g. augmented) -> float, standardised per channel."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    return (x - mean_t) / std_t
-
+    """uint8 ``(B,C,H,W)`` (or float in [0,1]) -> float32: :func:`usfmae.contract.normalise`."""
+    return contract_normalise(images, DataContract(images.shape[-1], len(mean), mean, std))
 
 
 def list_images(folder: str | Path) -> list[Path]:

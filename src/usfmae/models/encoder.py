@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from usfmae.data.images import default_norm, normalise
+from usfmae.contract import DataContract, default_mean_std, normalise
 from usfmae.errors import DataError, UsfmaeError
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def data_contract(model: nn.Module, img_size: int | None = None,
     dc = dict(getattr(model, "data_config", None) or {})
     size = int(dc.get("img_size") or img_size or 224)
     chans = int(dc.get("in_chans") or in_chans or 3)
-    default_mean, default_std = default_norm(chans)
+    default_mean, default_std = default_mean_std(chans)
     return size, chans, tuple(dc.get("mean") or default_mean), tuple(dc.get("std") or default_std)
 
 
@@ -172,13 +172,14 @@ def extract_features(model: nn.Module, images: torch.Tensor, mean: Sequence[floa
     encoder = model if isinstance(model, PooledEncoder) else PooledEncoder(model, pool)
     was_training = encoder.training
     encoder.eval().to(device)
+    contract = DataContract(images.shape[-1], len(mean), mean, std)
     out = []
     starts = range(0, len(images), batch_size)
     if progress:
         from tqdm import tqdm
         starts = tqdm(starts, unit="batch", desc="features")
     for start in starts:
-        batch = normalise(images[start:start + batch_size].to(device, non_blocking=True), mean, std)
+        batch = normalise(images[start:start + batch_size].to(device, non_blocking=True), contract)
         out.append(forward_pooled(encoder, batch, device))
     encoder.train(was_training)
     if not out:
