@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from usfmae.contract import DataContract
 from usfmae.contract import normalise as contract_normalise
-from usfmae.imaging import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
+from usfmae.imaging import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
