@@ -169,7 +169,7 @@ def test_wrong_input_size_is_a_clear_error():
 # Registry
 
 EXPECTED_PARAMS_M = {  # millions of parameters, 1 input channel
-    "mae_vit_base_patch16": 111.25, "mae_vit_large_patch16": 328.75, "mae_vit_small_patch16": 24.84,
+    "mae_vit_base_patch16": 111.25, "mae_vit_base_patch16_dec16": 111.25, "mae_vit_large_patch16": 328.75, "mae_vit_small_patch16": 24.84,
     "mae_vit_tiny_patch16": 6.30, "mae_vit_tiny_patch8_64": 2.24, "mae_vit_micro_patch8_64": 0.93,
 }
 

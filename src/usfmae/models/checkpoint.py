@@ -39,7 +39,7 @@ from torch import nn
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import atomic_path, write_json
 from usfmae.models.mae import MAEConfig, MaskedAutoencoderViT, VisionTransformerEncoder, is_decoder_key
-from usfmae.models.registry import resolve_config, variant_config
+from usfmae.models.registry import describe_model, find_variant, resolve_config, variant_config
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,9 @@ def load_mae_weights(model: VisionTransformerEncoder, source: str | os.PathLike 
         UsfmaeError: missing encoder keys, unexpected keys or shape mismatches, all named in one line.
     """
     name = "checkpoint" if isinstance(source, dict) else str(source)
-    state, _ = read_checkpoint(source, allow_pickle)
+    state, meta = read_checkpoint(source, allow_pickle)
+    if not meta.get("model_cfg") and not encoder_only:
+        check_foreign_decoder(model, state, name)
     state, result = _fit_state(model, state, name, encoder_only)
     model.load_state_dict(state, strict=False)
     return result
@@ -277,7 +279,8 @@ def infer_config(state: StateDict, **overrides: Any) -> MAEConfig:
     """Guess the architecture of a foreign state dict from its tensor shapes.
 
     Head counts cannot be read from shapes: the encoder assumes 64-wide heads (ViT convention) and
-    the decoder 32-wide heads (facebookresearch MAE: 512 wide, 16 heads); override them if needed.
+    the decoder 32-wide heads (facebookresearch MAE and the released weights: 512 wide, 16 heads,
+    see :func:`foreign_decoder_heads`); override them if needed.
     Without decoder weights the decoder takes the :class:`MAEConfig` defaults.
     """
     try:
@@ -294,8 +297,61 @@ def infer_config(state: StateDict, **overrides: Any) -> MAEConfig:
         dec_dim = state["decoder_embed.weight"].shape[0]
         dec_blocks = {int(m.group(1)) for k in state if (m := re.match(r"decoder_blocks\.(\d+)\.", k))}
         values.update(decoder_embed_dim=dec_dim, decoder_depth=max(dec_blocks) + 1 if dec_blocks else 0,
-                      decoder_num_heads=max(1, dec_dim // 32))
+                      decoder_num_heads=foreign_decoder_heads(state) or max(1, dec_dim // 32))
     return resolve_config(values, **overrides)
+
+
+def foreign_decoder_heads(state: StateDict) -> int | None:
+    """Decoder heads of a file that records no config (released USF-MAE, facebookresearch MAE).
+
+    Every facebookresearch MAE factory, and so the released USF-MAE weights, has a 512-wide decoder
+    with 16 heads. None when the file has no decoder weights or another width (layout unknown).
+    """
+    weight = state.get("decoder_embed.weight")
+    return 16 if weight is not None and weight.shape[0] == 512 else None
+
+
+def match_foreign_decoder(cfg: MAEConfig, name: str | None, state: StateDict, label: str,
+                          explicit: bool = False) -> tuple[MAEConfig, str | None]:
+    """Give a chosen variant the decoder heads of foreign (released / facebookresearch) weights.
+
+    The head count is not visible in the tensor shapes, so 16-head weights fit an 8-head variant
+    and would run with the wrong attention. When ``cfg`` differs from the file's layout and the
+    caller did not set ``decoder_num_heads`` (``explicit``), the file's layout wins and a warning
+    says so; the returned name is the registered variant with that layout (e.g.
+    ``mae_vit_base_patch16`` -> ``mae_vit_base_patch16_dec16``).
+    """
+    heads = foreign_decoder_heads(state)
+    if (explicit or heads is None or heads == cfg.decoder_num_heads
+            or state["decoder_embed.weight"].shape[0] != cfg.decoder_embed_dim):
+        return cfg, name
+    fixed = resolve_config(cfg, decoder_num_heads=heads)
+    new_name = find_variant(fixed) or name
+    chosen = f"{name} ({describe_model(name)})" if name and find_variant(cfg) == name else (name or "the model")
+    log.warning("%s: decoder weights have the released USF-MAE / facebookresearch MAE layout (%d heads); "
+                "%s has %d decoder heads: building %s with %d (pass decoder_num_heads to override)",
+                label, heads, chosen, cfg.decoder_num_heads, new_name or "it", heads)
+    return fixed, new_name
+
+
+def check_foreign_decoder(model: VisionTransformerEncoder, state: StateDict, label: str) -> None:
+    """Refuse foreign decoder weights whose head layout differs from an already built ``model``.
+
+    Raises:
+        UsfmaeError: naming the file's and the model's head counts and the variant to use instead.
+    """
+    cfg = model.cfg
+    heads = foreign_decoder_heads(state)
+    if (heads is None or not hasattr(model, "decoder_blocks") or heads == cfg.decoder_num_heads
+            or state["decoder_embed.weight"].shape[0] != cfg.decoder_embed_dim):
+        return
+    name = getattr(model, "model_name", None) or "the model"
+    match = find_variant(resolve_config(cfg, decoder_num_heads=heads))
+    fix = f"--model {match}" if match else ""
+    fix = f"{fix + ' or ' if fix else ''}--decoder-num-heads {heads} (decoder_num_heads={heads})"
+    raise UsfmaeError(f"{label}: decoder weights have the released USF-MAE / facebookresearch MAE layout "
+                      f"({heads} heads) but {name} has {cfg.decoder_num_heads} decoder heads; use {fix}, "
+                      "or load the encoder only")
 
 
 def build_from_checkpoint(source: str | os.PathLike | dict, model_name: str | None = None, encoder_only: bool = False,
@@ -308,18 +364,21 @@ def build_from_checkpoint(source: str | os.PathLike | dict, model_name: str | No
     ``img_size=128`` to resample the positional tables.
     """
     state, meta = read_checkpoint(source, allow_pickle)
+    label = "checkpoint" if isinstance(source, dict) else str(source)
     if meta.get("model_cfg"):
         cfg, name = resolve_config(meta["model_cfg"], **overrides), meta.get("model_name")
     elif model_name is not None:
         cfg, name = variant_config(model_name, **overrides), model_name
+        if not encoder_only:
+            cfg, name = match_foreign_decoder(cfg, name, state, label, "decoder_num_heads" in overrides)
     else:
-        cfg, name = infer_config(state, **overrides), None
+        cfg = infer_config(state, **overrides)
+        name = find_variant(cfg)
     # Check and adapt against a shape-only model first: when the file covers every weight, random
     # initialisation (seconds for ViT-B on a CPU) is skipped and the tensors are moved in directly.
     with torch.device("meta"):
         shell = MaskedAutoencoderViT(cfg)
     shell.model_name = name
-    label = "checkpoint" if isinstance(source, dict) else str(source)
     state, result = _fit_state(shell, state, label, encoder_only)
     if result.kept_init:
         model = MaskedAutoencoderViT(cfg)

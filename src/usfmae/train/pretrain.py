@@ -64,6 +64,8 @@ class PretrainConfig:
     in_chans: int | None = opt(None, "input channels: 1 grayscale, 3 RGB (default: the model's)")
     mask_ratio: float | None = opt(None, "fraction of patches masked (default: the model's; paper 0.25)")
     norm_pix_loss: bool | None = opt(None, "regress per-patch normalised pixels (default: the model's)")
+    decoder_num_heads: int | None = opt(None, "decoder attention heads (default: the model's; the released "
+                                              "weights use 16, the paper's text 8)")
     epochs: int = opt(10, "passes over the data (ignored when --steps is given)")
     steps: int | None = opt(None, "total optimiser steps (overrides --epochs)")
     batch_size: int = opt(64, "GLOBAL batch: images per optimiser step over all processes and accumulation")
@@ -251,7 +253,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _model_overrides(cfg: PretrainConfig) -> dict[str, Any]:
-    pairs = {"in_chans": cfg.in_chans, "mask_ratio": cfg.mask_ratio, "norm_pix_loss": cfg.norm_pix_loss}
+    pairs = {"in_chans": cfg.in_chans, "mask_ratio": cfg.mask_ratio, "norm_pix_loss": cfg.norm_pix_loss,
+             "decoder_num_heads": cfg.decoder_num_heads}
     return {k: v for k, v in pairs.items() if v is not None}
 
 
