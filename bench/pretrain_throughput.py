@@ -115,7 +115,8 @@ def bench(args: argparse.Namespace) -> dict:
     total_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="usfmae_bench_") as tmp:
         n_images = args.images or args.batch * min(total_steps, 4)
-        source = PREPARE[args.recipe](Path(tmp), n_images, data_config["img_size"])
+        # --data: a folder prepared once by PREPARE[recipe] (bench/gpu_check.py shares it between runs)
+        source = args.data or PREPARE[args.recipe](Path(tmp), n_images, data_config["img_size"])
         cfg = PretrainConfig(data=source, out=tmp, model=args.model, batch_size=args.batch, num_workers=args.workers,
                              recipe=args.recipe, amp=args.amp, seed=0, progress=False)
         dist = DistInfo(device=device)
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--images", type=int, default=0, help="images on disk (default: batch x min(steps, 4))")
+    parser.add_argument("--data", help="use this prepared folder (PNG folder for paper, shards for fast)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers (paper)")
     parser.add_argument("--in-chans", type=int, choices=(1, 3), help="override the model's channels")
     parser.add_argument("--mask-ratio", type=float, help="override the model's mask ratio")

@@ -1,0 +1,79 @@
+"""bench/gpu_check.py: the CPU smoke mode runs every check end to end, and one bad check costs one line."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import gpu_check  # noqa: E402
+
+CORRECTNESS = {"bf16_loss", "compile", "fused_adamw", "ddp_step", "gpu_augment"}
+BENCHMARKS = {"pretrain_fast_m25", "pretrain_fast_m75", "pretrain_paper_m25", "pretrain_paper_m75", "loader", "embed"}
+
+
+@pytest.mark.slow
+def test_smoke_mode_runs_every_check_and_writes_the_lines(tmp_path):
+    out = tmp_path / "results.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    printed = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == printed
+    by_name = {r["check"]: r for r in printed}
+    # every check but the CUDA-only compiled benchmark runs on the CPU
+    assert set(by_name) == {"environment", "prepare", "summary"} | CORRECTNESS | BENCHMARKS
+    assert {by_name[n]["status"] for n in CORRECTNESS} == {"pass"}
+    assert {by_name[n]["status"] for n in BENCHMARKS | {"prepare"}} == {"done"}
+    assert by_name["summary"] == {**by_name["summary"], "status": "pass", "pass": 5, "done": 7}
+    for name in ("pretrain_fast_m25", "pretrain_paper_m75"):
+        record = by_name[name]
+        assert record["images_per_s"] > 0 and record["step_s"] > 0 and record["peak_mem_mb"] > 0
+        assert record["mask_ratio"] == float(name[-2:]) / 100 and record["batch"] == gpu_check.SMOKE.batch
+    assert by_name["pretrain_fast_m25"]["gflop_per_image"] > by_name["pretrain_fast_m75"]["gflop_per_image"]
+    assert by_name["compile"]["backend"] == "aot_eager" and by_name["ddp_step"]["backend"] == "gloo"
+    assert by_name["fused_adamw"]["max_abs_diff_vs_closed_form"] < 1e-6
+
+
+def _hang(profile, work):
+    threading.Event().wait()  # never set: the runner must stop it
+
+
+def _raise(profile, work):
+    raise ValueError("bad fixture\nsecond line")
+
+
+def _die(profile, work):
+    os._exit(3)
+
+
+@pytest.mark.parametrize("fn, status, error, exitcode", [
+    (_hang, "timeout", "no result within 1 s", None),
+    (_raise, "error", "ValueError: bad fixture", None),
+    (_die, "error", "the check process died without a result", 3),
+])
+def test_a_hung_failing_or_dying_check_is_one_line(monkeypatch, tmp_path, fn, status, error, exitcode):
+    # fork (not the forkserver) so the child sees the patched table
+    monkeypatch.setitem(gpu_check.CHECKS, "probe", (fn, 1.0, False))
+    record = gpu_check.run_check(mp.get_context("fork"), "probe", gpu_check.SMOKE, tmp_path, timeout=1.0)
+    assert record["check"] == "probe" and record["status"] == status and record["error"] == error
+    assert record.get("exitcode") == exitcode
+    assert record["seconds"] < 30
+
+
+def test_gpu_mode_refuses_without_a_gpu(capsys):
+    if gpu_check.torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(SystemExit) as exc:
+        gpu_check.main([])
+    assert exc.value.code == 2 and "--smoke" in capsys.readouterr().err
