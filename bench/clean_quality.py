@@ -8,9 +8,9 @@ The paper's thresholds are in native pixels, so a larger size (600) is evaluated
     python bench/clean_quality.py --n 16 --sizes 224 600
     python bench/clean_quality.py --n 4 --sizes 224 --figures docs/figures   # also the README figures
 
-``--figures`` writes ``clean_phantom.png`` (phantom frames: original | paper | usfmae | truth) and
-``clean_real_dicom.png`` (the real ultrasound DICOMs shipped by pydicom / pydicom-data: original |
-paper | usfmae), each row at its native resolution before the 224 resize.
+``--figures`` writes ``clean_phantom.png`` (phantom frames: original | paper | usfmae | truth), each
+row at its native resolution before the 224 resize. The real-DICOM figure and figures come from
+``bench/clean_real_dicom.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from usfmae.clean.run import as_rgb, quality_metrics, remove_annotations
+from usfmae.clean.run import quality_metrics, remove_annotations
 from usfmae.fileio import atomic_path
 from usfmae.phantom.generate import PhantomConfig, generate_sample
 
@@ -42,28 +42,6 @@ def evaluate(method: str, size: int, n: int, seed: int = 0) -> dict[str, float]:
     out["tissue_fp_max"] = round(max(r["tissue_fp"] for r in rows), 4)
     out["ms_per_image"] = round(1000 * seconds / n, 2)
     return out
-
-
-REAL_DICOMS = ("US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm", "examples_ybr_color.dcm", "examples_palette.dcm",
-               "examples_rgb_color.dcm")
-
-
-def read_dicom_rgb(name: str) -> np.ndarray:
-    """Frame 0 of a pydicom test file as (H, W, 3) uint8 RGB (YBR and palette converted)."""
-    import pydicom
-    from pydicom.data import get_testdata_file
-    from pydicom.pixels import apply_color_lut
-
-    # Explicit names only: a wildcard search makes pydicom-data try to download the whole set.
-    ds = pydicom.dcmread(get_testdata_file(name))
-    ds.pixel_array_options(index=0)  # frame 0 of a cine; pydicom 3 converts YBR to RGB by default
-    pixels = ds.pixel_array
-    if ds.PhotometricInterpretation == "PALETTE COLOR":
-        pixels = apply_color_lut(pixels, ds)
-    if pixels.dtype != np.uint8:
-        top = 65535.0 if pixels.max() > 255 else 255.0
-        pixels = (pixels.astype(np.float64) * 255.0 / top).round().astype(np.uint8)
-    return as_rgb(pixels)
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -88,7 +66,7 @@ def _sheet(rows: list[list[np.ndarray]], height: int) -> np.ndarray:
 
 
 def write_figures(out_dir: Path, n: int, seed: int) -> None:
-    """The README's before/after figures (phantom and real DICOMs)."""
+    """The README's phantom before/after figure."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for index in range(n):
@@ -99,13 +77,6 @@ def write_figures(out_dir: Path, n: int, seed: int) -> None:
         rows.append([_label(sample.image, "original"), _label(paper.image, "paper"), _label(ours.image, "usfmae"),
                      _label(truth, "ground truth")])
     with atomic_path(out_dir / "clean_phantom.png") as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(_sheet(rows, 300), cv2.COLOR_RGB2BGR))
-    rows = []
-    for name in REAL_DICOMS:
-        image = read_dicom_rgb(name)
-        rows.append([_label(image, name), _label(remove_annotations(image, "paper").image, "paper"),
-                     _label(remove_annotations(image, "usfmae").image, "usfmae")])
-    with atomic_path(out_dir / "clean_real_dicom.png") as tmp:
         cv2.imwrite(str(tmp), cv2.cvtColor(_sheet(rows, 300), cv2.COLOR_RGB2BGR))
 
 

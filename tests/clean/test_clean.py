@@ -129,7 +129,10 @@ def test_fan_detection_blanks_screen_text():
     gray, fan = speckle_fan()
     cv2.putText(gray, "12 cm", (200, 296), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 230, 1)
     result = remove_annotations(rgb(gray), "usfmae")
-    assert result.fan[fan].mean() == 1.0 and result.fan[~fan].mean() < 0.05
+    assert result.scan_status == "found"
+    # The region may overrun the scan's edge by a few pixels (density window), never more.
+    margin = cv2.dilate(fan.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    assert result.fan[fan].mean() == 1.0 and not result.fan[~margin].any()
     assert result.image[~fan].max() <= clean_usfmae.BG_DELTA
 
 

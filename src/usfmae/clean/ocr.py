@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from usfmae.errors import UsfmaeError
@@ -34,6 +36,7 @@ class WordBox:
     y: int
     w: int
     h: int
+    conf: float = -1.0  # Tesseract's word confidence 0..100 (-1: unknown)
 
 
 def _tessdata_path() -> str | None:
@@ -97,7 +100,7 @@ class _TesserocrEngine:
             box = word.BoundingBox(tr.RIL.WORD)
             if text and text.strip() and box is not None:
                 x0, y0, x1, y1 = box
-                out.append(WordBox(text.strip(), x0, y0, x1 - x0, y1 - y0))
+                out.append(WordBox(text.strip(), x0, y0, x1 - x0, y1 - y0, float(word.Confidence(tr.RIL.WORD))))
         api.Clear()
         return out
 
@@ -113,9 +116,10 @@ class _PytesseractEngine:
     def words(self, gray: np.ndarray) -> list[WordBox]:
         data = self._pt.image_to_data(gray, output_type=self._pt.Output.DICT)
         out = []
-        for text, x, y, w, h in zip(data["text"], data["left"], data["top"], data["width"], data["height"], strict=True):
+        for text, x, y, w, h, conf in zip(data["text"], data["left"], data["top"], data["width"], data["height"],
+                                          data["conf"], strict=True):
             if text and str(text).strip():
-                out.append(WordBox(str(text).strip(), int(x), int(y), int(w), int(h)))
+                out.append(WordBox(str(text).strip(), int(x), int(y), int(w), int(h), float(conf)))
         return out
 
 
@@ -162,3 +166,48 @@ def word_boxes(gray: np.ndarray) -> list[WordBox]:
     if gray.shape[0] < 3 or gray.shape[1] < 3:
         return []
     return _engine().words(gray)
+
+
+READABLE_CONF = 60     # Tesseract confidence of a word that a person could read off the frame
+READABLE_MIN_CHARS = 2  # letters or digits; single glyphs are mostly speckle read as 'l' or '.'
+_ALNUM = re.compile(r"[A-Za-z0-9]")
+
+
+def _same_word(a: WordBox, b: WordBox) -> bool:
+    ix = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+    iy = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+    return ix * iy >= 0.3 * min(a.w * a.h, b.w * b.h)
+
+
+def readable_words(gray: np.ndarray) -> list[WordBox]:
+    """Words a person could read on a frame: what is left of the burned-in text after cleaning.
+
+    Two views are read, because no single one finds all screen text: the inverted frame (light text
+    on black becomes the dark-on-light Tesseract is trained on) and a binarised white top-hat (light
+    text on a coloured banner or on tissue, which inversion leaves low-contrast). Frames with a short
+    side under 360 px are read at twice the size (their text is ~7 px tall). A word counts when
+    Tesseract is confident (>= ``READABLE_CONF``) and it has ``READABLE_MIN_CHARS`` letters or digits;
+    a word found in both views counts once.
+
+    Args:
+        gray: (H, W) uint8 frame.
+
+    Returns:
+        The words, boxes in ``gray``'s pixels.
+    """
+    if gray.ndim != 2:
+        raise ValueError(f"readable_words expects a (H, W) grayscale image, got shape {gray.shape}")
+    up = 2 if min(gray.shape) < 360 else 1
+    view = cv2.resize(gray, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC) if up > 1 else gray
+    k = max(9, int(0.03 * min(view.shape)) | 1)  # wider than a glyph stroke, narrower than a banner
+    tophat = cv2.morphologyEx(view, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    found: list[WordBox] = []
+    for image in (255 - view, np.where(tophat > 60, 0, 255).astype(np.uint8)):
+        for word in word_boxes(np.ascontiguousarray(image)):
+            if word.conf < READABLE_CONF or len(_ALNUM.findall(word.text)) < READABLE_MIN_CHARS:
+                continue
+            word = WordBox(word.text, word.x // up, word.y // up, max(1, word.w // up), max(1, word.h // up),
+                           word.conf)
+            if not any(_same_word(word, other) for other in found):
+                found.append(word)
+    return found

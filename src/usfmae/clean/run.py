@@ -14,7 +14,8 @@ Batch layout written by :func:`run_clean` under ``out``::
 
     images/<id>.png      cleaned frame (grayscale PNG unless colour survived cleaning)
     masks/<id>.png       removed pixels (255), same geometry as the image
-    manifest.parquet     id, path, mask_path, source, method, width, height, mask_fraction, seconds
+    manifest.parquet     id, path, mask_path, source, method, width, height, mask_fraction,
+                         scan_status, scan_reason, residual_words, residual_text, seconds
     rejects.jsonl        unreadable or failed inputs, one line each
     contact_sheet.png    original | mask overlay | cleaned for a sample
     clean_config.yaml    the resolved settings
@@ -52,6 +53,8 @@ class CleanConfig:
     sheet: int = opt(8, "images shown in the before/after contact sheet (0: none)")
     workers: int = opt(1, "worker processes")
     ocr: bool = opt(True, "run Tesseract text detection")
+    text_check: bool = opt(True, "read each cleaned frame with OCR and record the words left (with ocr)")
+    strict: bool = opt(False, "reject frames on which readable words are left after cleaning (needs text-check)")
 
     def __post_init__(self) -> None:
         check(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
@@ -59,6 +62,8 @@ class CleanConfig:
         check(self.resize in ("pad", "stretch"), f"resize must be pad or stretch, got {self.resize!r}")
         check(self.sheet >= 0, f"sheet must be >= 0, got {self.sheet}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        check((self.text_check and self.ocr) or not self.strict,
+              "strict needs ocr and text-check (it drops frames with words left)")
 
 
 @dataclass
@@ -68,12 +73,17 @@ class CleanResult:
     Attributes:
         image: (H, W, 3) uint8 RGB, annotations removed.
         mask: (H, W) bool, pixels that were replaced.
-        fan: (H, W) bool scan sector found by the ``usfmae`` method, None for ``paper``.
+        fan: (H, W) bool scan region found by the ``usfmae`` method, None for ``paper``.
+        scan_status: ``"found"``, ``"whole"`` (all scan) or ``"unsure"`` (nothing blanked, marks
+            only) for ``usfmae``; ``""`` for ``paper``.
+        scan_reason: why the detector was unsure.
     """
 
     image: np.ndarray
     mask: np.ndarray
     fan: np.ndarray | None = None
+    scan_status: str = ""
+    scan_reason: str = ""
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -114,9 +124,24 @@ def remove_annotations(image: np.ndarray, method: str = "usfmae", ocr: bool = Tr
     if method == "usfmae":
         from usfmae.clean.scan_aware import clean_usfmae
 
-        cleaned, mask, fan = clean_usfmae(rgb, use_ocr=ocr)
-        return CleanResult(cleaned, mask, fan)
+        cleaned, mask, region = clean_usfmae(rgb, use_ocr=ocr)
+        return CleanResult(cleaned, mask, region.mask, region.status, region.reason)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def residual_words(image: np.ndarray) -> list:
+    """Readable words left on a cleaned native-resolution frame (see :func:`usfmae.clean.ocr.readable_words`).
+
+    Args:
+        image: (H, W, 3) uint8 RGB or (H, W) gray.
+
+    Returns:
+        list of :class:`usfmae.clean.ocr.WordBox`.
+    """
+    from usfmae.clean.ocr import readable_words
+
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    return readable_words(gray)
 
 
 def resize_output(image: np.ndarray, size: int = 224, mode: str = "pad",
@@ -226,17 +251,23 @@ def _work(task: tuple[str, str, str, dict]) -> dict:
     try:
         image = read_image(file)
         cleaned, mask, native = clean_to_size(image, cfg)
+        words = residual_words(native.image) if cfg.text_check and cfg.ocr else []
     except DataError as exc:
         return {"id": item_id, "file": file, "error": str(exc).split(": ", 1)[-1]}
     except (cv2.error, ValueError, MemoryError) as exc:
         return {"id": item_id, "file": file, "error": f"cleaning failed ({exc.__class__.__name__})"}
+    text = " ".join(w.text for w in words)
+    if cfg.strict and words:
+        return {"id": item_id, "file": file, "error": f"{len(words)} readable word(s) left after cleaning "
+                                                      f"(--strict): {text[:80]}"}
     out_dir = Path(out)
     write_png(out_dir / "masks" / f"{item_id}.png", mask.astype(np.uint8) * 255)
     write_png(out_dir / "images" / f"{item_id}.png", cleaned)  # written last: marks the item done
     return {"id": item_id, "path": f"images/{item_id}.png", "mask_path": f"masks/{item_id}.png",
             "source": str(file), "method": cfg.method, "width": int(image.shape[1]),
             "height": int(image.shape[0]), "mask_fraction": float(native.mask.mean()),
-            "seconds": round(time.perf_counter() - start, 4)}
+            "scan_status": native.scan_status, "scan_reason": native.scan_reason,
+            "residual_words": len(words), "residual_text": text, "seconds": round(time.perf_counter() - start, 4)}
 
 
 def _init_worker() -> None:
@@ -287,17 +318,26 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
         picks = [wanted[j] for j in np.linspace(0, len(wanted) - 1, min(cfg.sheet, len(wanted))).round().astype(int)]
         write_contact_sheet(sheet, [(Path(done[i]["source"]), out / done[i]["path"], out / done[i]["mask_path"])
                                     for i in dict.fromkeys(picks)], cfg)
+    kept = [done[i] for i in wanted]
     return {"total": len(items), "cleaned": cleaned, "skipped": len(items) - len(todo),
-            "rejected": rejects.count + len(rejected_before), "manifest": str(manifest), "contact_sheet": str(sheet) if sheet else None}
+            "rejected": rejects.count + len(rejected_before),
+            "residual_words": sum(max(0, r.get("residual_words", 0)) for r in kept),
+            "frames_with_text": sum(r.get("residual_words", 0) > 0 for r in kept),
+            "scan_unsure": sum(r.get("scan_status") == "unsure" for r in kept),
+            "manifest": str(manifest), "contact_sheet": str(sheet) if sheet else None}
+
+
+MANIFEST_COLUMNS = ["id", "path", "mask_path", "source", "method", "width", "height", "mask_fraction",
+                    "scan_status", "scan_reason", "residual_words", "residual_text", "seconds"]
 
 
 def _write_manifest(path: Path, records: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = ["id", "path", "mask_path", "source", "method", "width", "height", "mask_fraction", "seconds"]
-    table = pa.table({c: [r[c] for r in records] for c in columns}) if records else pa.table(
-        {c: pa.array([], pa.string()) for c in columns})
+    defaults = {"scan_status": "", "scan_reason": "", "residual_words": -1, "residual_text": ""}  # older done.jsonl
+    table = pa.table({c: [r.get(c, defaults.get(c)) for r in records] for c in MANIFEST_COLUMNS}) if records else \
+        pa.table({c: pa.array([], pa.string()) for c in MANIFEST_COLUMNS})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 

@@ -2,12 +2,12 @@
 
 What it does differently from the paper's pipeline (:mod:`usfmae.clean.paper`), and why:
 
-1. **Scan fan first.** The image formed by the probe is one large textured region (sector or
-   rectangle); scanner text, rulers, grey bars and logos live on the screen around it. Background is
-   the dark area connected to the frame border; the fan is the convex hull of the largest textured
-   non-background region after an opening that cuts off text and ticks touching it (flat header
-   bands are skipped; dark lesions and shadows inside stay in). Every pixel outside it that differs
-   from the background is screen and is set to the background level: no OCR, no inpainting there.
+1. **Scan region first** (:mod:`usfmae.clean.scan_region`). The image formed by the probe is
+   speckle, textured in both directions; banners, side panels, scale bars, rulers, logos and text
+   are flat, ramps along one axis, or sparse strokes. Every pixel outside the textured region that
+   differs from the background is screen and is set to the background level: no OCR, no
+   inpainting there. When the detector finds no scan-sized textured region it says so and the whole
+   frame is kept (marks removed only), instead of blanking what it could not place.
 2. **Colour Doppler is kept.** Inside the fan only *thin* saturated structures are removed (ROI box
    outlines, coloured text, calipers, dotted lines): saturated pixels away from thick blobs, unless
    they are shaded with the blobs' own colours (fragments of the same flow map). Filled colour
@@ -30,9 +30,8 @@ import cv2
 import numpy as np
 
 from usfmae.clean.ocr import word_boxes
+from usfmae.clean.scan_region import ScanRegion, detect_scan
 
-FAN_THUMB = 200            # fan search resolution (long side, px)
-FAN_MIN_AREA = 0.03        # a fan smaller than this fraction of the frame means "no fan found"
 BG_DELTA = 6               # grey levels above background that count as "something drawn" on screen
 CHROMA_MIN = 40            # max(R,G,B) - min(R,G,B) of a coloured pixel
 TOPHAT_MIN = 60            # a grey mark is at least this much brighter than its surroundings
@@ -41,7 +40,8 @@ INPAINT_RADIUS = 3
 TOPHAT_NOISE = 1.9         # threshold = this x the 90th percentile of the speckle's top-hat
 EXTENT_STROKES = 2.5       # a line-like mark is at least this many stroke widths long
 DOPPLER_SHARE = 0.5        # a thin colour fragment with this share of flow-map colours is Doppler
-MAX_OCR_LINES = 3          # candidate text lines read per frame
+MAX_OCR_LINES = 3          # candidate text lines read per frame inside a found scan
+MAX_OCR_LINES_UNSURE = 12  # ... and over the whole frame when the scan region is unsure
 
 
 def _odd(x: float, lo: int = 3) -> int:
@@ -154,56 +154,30 @@ def screen_background(gray: np.ndarray, bg: int) -> np.ndarray:
     return border[labels]
 
 
-def detect_fan(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Scan sector/rectangle and the screen around it.
-
-    The fan is the convex hull of the largest non-background region after an opening that cuts off
-    text, ticks and lines touching it (so dark lesions and shadows inside stay in). Everything else
-    that differs from the background is screen.
+def detect_fan(gray: np.ndarray, chroma: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, ScanRegion]:
+    """Scan region (sector/rectangle, see :mod:`usfmae.clean.scan_region`) and the screen around it.
 
     Args:
         gray: (H, W) uint8.
+        chroma: (H, W) uint8 max - min over RGB, or None: coloured screen (banners, logos) whose
+            luma is close to the background's counts as drawn too.
 
     Returns:
-        ``(fan, screen_marks, screen_background, background level)``; masks (H, W) bool. With no
-        background around the image (a frame cropped to the scan) the fan is the whole frame.
+        ``(fan, screen_marks, screen_background, background level, region)``; masks (H, W) bool.
+        Screen marks are the pixels outside the scan that differ from the background. When the
+        detector is unsure (``region.status == "unsure"``) the fan is the whole frame and nothing
+        is blanked: only marks are removed.
     """
-    h, w = gray.shape
-    scale = min(1.0, FAN_THUMB / max(h, w))
-    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = gray[::4, ::4] if min(gray.shape) >= 64 else gray
     bg = int(np.percentile(small, 2))
     screen_bg = screen_background(gray, bg)
-    everything = np.ones_like(screen_bg)
-    nonbg = (~screen_bg).astype(np.uint8)
-    count, labels = cv2.connectedComponentsWithAlgorithm(nonbg, 8, cv2.CV_32S, cv2.CCL_BBDT)
-    if count < 2:
-        return everything, ~everything, screen_bg, bg
-    areas = np.bincount(labels.ravel(), minlength=count)
-    # The scan is textured; a header band or a logo filled with one colour is not, however large.
-    big = np.nonzero(areas >= FAN_MIN_AREA * gray.size)[0]
-    big = big[big > 0]
-    if big.size == 0:
-        return everything, ~everything, screen_bg, bg
-    flat_share = np.array([np.bincount(gray[labels == i], minlength=256).max() / areas[i] for i in big])
-    textured = big[flat_share < 0.5]
-    candidates = textured if textured.size else big
-    main = int(candidates[np.argmax(areas[candidates])])
-    if areas[main] < FAN_MIN_AREA * gray.size:
-        return everything, ~everything, screen_bg, bg
-    tissue = (labels == main).astype(np.uint8)
-    k = _odd(0.02 * min(h, w))
-    core = cv2.morphologyEx(tissue, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    contours, _ = cv2.findContours(core, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return everything, ~everything, screen_bg, bg
-    fan = np.zeros_like(tissue)
-    cv2.fillConvexPoly(fan, cv2.convexHull(max(contours, key=cv2.contourArea)), 1)
-    # One pixel of margin: the opening trims the sharp corners of a sector.
-    fan = cv2.dilate(fan, np.ones((3, 3), np.uint8)).astype(bool)
-    # Dark holes enclosed by a glyph (the inside of an 'O') are not connected to the border but are
-    # background all the same: only pixels that differ from it are marks.
-    screen = (nonbg > 0) & ~(fan & (tissue > 0)) & (gray > bg + BG_DELTA)
-    return fan, screen, screen_bg, bg
+    region = detect_scan(gray)
+    fan = region.mask
+    drawn = gray > bg + BG_DELTA
+    if chroma is not None:
+        drawn |= chroma > CHROMA_MIN
+    return fan, drawn & ~fan, screen_bg, bg, region
 
 
 def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen: np.ndarray,
@@ -261,7 +235,7 @@ def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen:
     return keep[labels] & (cand > 0)
 
 
-def text_in_fan(gray: np.ndarray, marks: np.ndarray, fan: np.ndarray) -> np.ndarray:
+def text_in_fan(gray: np.ndarray, marks: np.ndarray, fan: np.ndarray, max_lines: int = MAX_OCR_LINES) -> np.ndarray:
     """Read candidate text lines inside the fan; return the bright pixels of recognised words."""
     short = min(gray.shape)
     line = cv2.dilate(marks.astype(np.uint8), cv2.getStructuringElement(
@@ -273,7 +247,7 @@ def text_in_fan(gray: np.ndarray, marks: np.ndarray, fan: np.ndarray) -> np.ndar
              # Text lines are wide, a few glyphs tall; dotted lines and blobs cannot be read.
              if st[2] >= 3 * st[3] and max(5, 0.012 * short) <= st[3] <= 0.08 * short]
     # Reading is the expensive step: the widest few lines are enough (screen text never gets here).
-    for x, y, w, h in sorted(lines, key=lambda b: -b[2])[:MAX_OCR_LINES]:
+    for x, y, w, h in sorted(lines, key=lambda b: -b[2])[:max_lines]:
         x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(gray.shape[1], x + w + pad), min(gray.shape[0], y + h + pad)
         crop = gray[y0:y1, x0:x1]
         # Tesseract reads dark text on light best and wants glyphs ~20 px tall (at most 2x upscaling).
@@ -306,7 +280,7 @@ def _inpaint_groups(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def usfmae_mask(rgb: np.ndarray, use_ocr: bool = True
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray, ScanRegion]:
     """Masks of the ``usfmae`` method.
 
     Args:
@@ -314,26 +288,26 @@ def usfmae_mask(rgb: np.ndarray, use_ocr: bool = True
         use_ocr: read candidate text lines inside the fan.
 
     Returns:
-        ``(inside-fan marks, screen marks, fan, background level, chroma)``; masks are (H, W) bool,
-        chroma (H, W) uint8 is max - min over the RGB channels.
+        ``(inside-fan marks, screen marks, fan, background level, chroma, scan region)``; masks are
+        (H, W) bool, chroma (H, W) uint8 is max - min over the RGB channels.
     """
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     r, g, b = cv2.split(rgb)
     chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))  # numpy's axis=2 reduce is ~10x slower
-    fan, screen, screen_bg, bg = detect_fan(gray)
+    fan, screen, screen_bg, bg, region = detect_fan(gray, chroma)
     inside = colour_marks(rgb, chroma, fan) | gray_marks(gray, fan, screen_bg, screen, chroma)
     if use_ocr and inside.any():
-        inside |= text_in_fan(gray, inside, fan)
+        inside |= text_in_fan(gray, inside, fan, MAX_OCR_LINES if region.status != "unsure" else MAX_OCR_LINES_UNSURE)
     # Anti-aliased (or JPEG-blurred) rims of drawn marks are dimmer than the core: grow each mark
     # by one pixel into neighbours that are tinted or clearly brighter than the tissue around them.
     rim = cv2.dilate(inside.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~inside & fan
     if rim.any():
         local = cv2.blur(gray, (7, 7)).astype(np.int16)
         inside |= rim & ((chroma > CHROMA_MIN // 3) | (gray.astype(np.int16) > local + TOPHAT_MIN // 2))
-    return inside, screen, fan, bg, chroma
+    return inside, screen, fan, bg, chroma, region
 
 
-def clean_usfmae(rgb: np.ndarray, use_ocr: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clean_usfmae(rgb: np.ndarray, use_ocr: bool = True) -> tuple[np.ndarray, np.ndarray, ScanRegion]:
     """Our annotation removal at native resolution.
 
     Args:
@@ -341,9 +315,9 @@ def clean_usfmae(rgb: np.ndarray, use_ocr: bool = True) -> tuple[np.ndarray, np.
         use_ocr: read candidate text lines inside the fan with Tesseract.
 
     Returns:
-        ``(cleaned (H, W, 3) uint8 RGB, mask (H, W) bool, fan (H, W) bool)``.
+        ``(cleaned (H, W, 3) uint8 RGB, mask (H, W) bool, scan region)``.
     """
-    inside, screen, fan, bg, chroma = usfmae_mask(rgb, use_ocr)
+    inside, screen, fan, bg, chroma, region = usfmae_mask(rgb, use_ocr)
     cleaned = rgb.copy()
     cleaned[screen] = bg
     if inside.any():
@@ -353,4 +327,4 @@ def clean_usfmae(rgb: np.ndarray, use_ocr: bool = True) -> tuple[np.ndarray, np.
         else:  # grey B-mode: one channel is a third of the work
             gray = _inpaint_groups(np.ascontiguousarray(cleaned[..., 1]), inside)
             cleaned = cv2.merge([gray, gray, gray])
-    return cleaned, inside | screen, fan
+    return cleaned, inside | screen, region
