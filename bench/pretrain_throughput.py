@@ -1,7 +1,8 @@
 """MAE pretraining throughput: images/s, step time, peak memory and (on GPU) model FLOPs utilisation.
 
-Runs the real training step (``usfmae.train.engine.train_one_epoch``) on phantom images through a
-data recipe and prints ONE JSON line:
+Builds the run with the product's own ``usfmae.train.pretrain.setup`` (model, optimiser, data recipe,
+schedule, masks) and trains it with ``train_steps`` (the engine's ``train_one_epoch``) on phantom
+images, then prints ONE JSON line:
 
     {"bench": "pretrain", "recipe": ..., "model": ..., "batch": ..., "images_per_s": ..., "step_s": ...,
      "peak_mem_mb": ..., "device": ..., "mfu": null | fraction, "loader_images_per_s": ..., ...}
@@ -10,7 +11,7 @@ Recipes:
   paper  the reference's path: PNG files decoded per image, per-image CPU augmentation in DataLoader
          workers, eager model (batch 64 in the paper).
   fast   packed uint8 shards + batched augmentation on the device (``usfmae.data.fast_loader``);
-         data preparation lives in ``prepare_fast_data`` below (hook owned by the speed stage).
+         data preparation lives in ``prepare_fast_data`` below.
 
 FLOPs are counted analytically from the model config (:func:`mae_train_flops_per_image`): every
 matmul of the encoder on the visible tokens + CLS and of the decoder on all tokens + CLS, attention
@@ -36,13 +37,13 @@ from pathlib import Path
 
 import torch
 
-from usfmae.data.datasets import build_pretrain_dataset
 from usfmae.models.mae import MAEConfig
-from usfmae.models.registry import create_model, list_models
+from usfmae.models.registry import list_models, variant_config
+from usfmae.phantom.generate import PhantomConfig, generate_sample, write_phantom_dataset
+from usfmae.shards.store import ShardWriter
 from usfmae.train import engine
 from usfmae.train.distributed import DistInfo
-from usfmae.train.pretrain import PretrainConfig, build_pipeline, mask_generator_fn
-from usfmae.train.schedule import param_groups
+from usfmae.train.pretrain import PretrainConfig, setup, train_steps
 
 # Dense bf16 tensor-core peaks (FLOP/s) by device-name fragment, for MFU; --peak-tflops overrides.
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12, "4080": 97.5e12}
@@ -73,17 +74,12 @@ def mae_train_flops_per_image(cfg: MAEConfig, mask_ratio: float | None = None) -
 
 def prepare_paper_data(root: Path, n: int, img_size: int) -> str:
     """Write ``n`` phantom PNGs (the reference reads PNG files) and return the folder."""
-    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
-
     write_phantom_dataset(root / "png", n=n, seed=0, cfg=PhantomConfig(size=img_size, overlays=False), progress=False)
     return str(root / "png")
 
 
 def prepare_fast_data(root: Path, n: int, img_size: int) -> str:
-    """Hook for the fast recipe (speed stage): pack ``n`` phantom frames into shards, return the folder."""
-    from usfmae.phantom.generate import PhantomConfig, generate_sample
-    from usfmae.shards.store import ShardWriter
-
+    """Pack ``n`` phantom frames into shards (the fast recipe's input) and return the folder."""
     cfg = PhantomConfig(size=img_size, overlays=False)
     with ShardWriter(root / "shards", (img_size, img_size, 1)) as writer:
         for i in range(n):
@@ -110,21 +106,17 @@ def bench(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("in_chans", args.in_chans), ("mask_ratio", args.mask_ratio)) if v is not None}
-    model = create_model(args.model, **overrides).to(device)
-    data_config = model.data_config
     total_steps = args.warmup + args.steps
     with tempfile.TemporaryDirectory(prefix="usfmae_bench_") as tmp:
         n_images = args.images or args.batch * min(total_steps, 4)
+        img_size = variant_config(args.model, **overrides).img_size
         # --data: a folder prepared once by PREPARE[recipe] (bench/gpu_check.py shares it between runs)
-        source = args.data or PREPARE[args.recipe](Path(tmp), n_images, data_config["img_size"])
-        cfg = PretrainConfig(data=source, out=tmp, model=args.model, batch_size=args.batch, num_workers=args.workers,
-                             recipe=args.recipe, amp=args.amp, seed=0, progress=False)
-        dist = DistInfo(device=device)
-        dataset = build_pretrain_dataset(source, data_config["img_size"], data_config["in_chans"])
-        pipeline = build_pipeline(cfg, dataset, data_config, dist)
-        optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, betas=(0.9, 0.95),
-                                      fused=device.type == "cuda")
-        train_model = torch.compile(model) if args.compile else model
+        source = args.data or PREPARE[args.recipe](Path(tmp), n_images, img_size)
+        cfg = PretrainConfig(data=source, out=str(Path(tmp) / "run"), model=args.model, batch_size=args.batch,
+                             steps=total_steps, num_workers=args.workers, recipe=args.recipe, amp=args.amp,
+                             compile=args.compile, seed=0, progress=False, device=device.type, **overrides)
+        # The product's own set-up (model, optimiser, data recipe, schedule, masks), nothing rebuilt here.
+        run = setup(cfg, DistInfo(device=device))
         marks: dict[int, float] = {}
 
         def on_step(step: int) -> None:
@@ -132,26 +124,18 @@ def bench(args: argparse.Namespace) -> dict:
                 _sync(device)  # only at the two timing marks: steps stay asynchronous otherwise
                 marks[step] = time.perf_counter()
 
-        start, step = time.perf_counter(), 0
-        for epoch in itertools.count():
-            todo = min(total_steps - step, pipeline.steps_per_epoch)
-            batches = itertools.islice(pipeline.batches(epoch, 0), todo)
-            result = engine.train_one_epoch(
-                train_model, batches, optimizer, device=device, first_step=step, accum_steps=1,
-                lr_fn=lambda i: 1e-4, batch_transform=pipeline.transform, meter=engine.LossMeter(device),
-                mask_generator=mask_generator_fn(cfg, dist, model.cfg.num_patches), amp=args.amp,
-                on_step=on_step)
-            step += result["steps"]
-            if step >= total_steps:
-                break
+        start = time.perf_counter()
+        train_steps(run, total_steps, engine.LossMeter(device), on_step)
         first = marks.get(args.warmup - 1, start)
         step_s = (marks[total_steps - 1] - first) / args.steps
         # The loader alone: the same recipe without the model (decode + augmentation + transfer).
+        pipeline = run.pipeline
         t0, seen = time.perf_counter(), 0
         for i, x in enumerate(itertools.islice(pipeline.batches(0, 0), min(args.steps, pipeline.steps_per_epoch))):
             seen += pipeline.transform(x.to(device), i, 0).shape[0]
         _sync(device)
         loader_ips = seen / (time.perf_counter() - t0)
+        model = run.model
     images_per_s = args.batch / step_s
     flops = mae_train_flops_per_image(model.cfg)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else next(

@@ -18,7 +18,7 @@ from usfmae.errors import ConfigError, DataError
 from usfmae.fileio import RejectLog, read_jsonl
 from usfmae.models.mae import MaskedAutoencoderViT
 from usfmae.train.engine import NonFiniteLossError
-from usfmae.train.pretrain import PretrainConfig, load_checkpoint, run
+from usfmae.train.pretrain import PretrainConfig, read_run_state, run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
 
@@ -106,7 +106,7 @@ def test_cli_end_to_end_loss_falls_and_reconstruct(tmp_path: Path, capsys) -> No
     for name in ("config.yaml", "loss_curve.png", "recon_0000016.png", "recon_0000032.png",
                  "checkpoints/last.pt", "checkpoints/final.pt"):
         assert (out / name).is_file(), name
-    state = load_checkpoint(out / "checkpoints" / "final.pt")
+    state = read_run_state(out / "checkpoints" / "final.pt")
     assert state["step"] == 32 and state["config"]["batch_size"] == 16
     assert state["data_config"]["img_size"] == 64 and set(state["rng"]) >= {"torch", "numpy", "python"}
     sample = tmp_path / "scan.png"
@@ -129,7 +129,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path, stop: int, workers:
     run(_cfg(tmp_path / "split", num_workers=workers), resume=True)
     full, split = (read_jsonl(tmp_path / d / "log.jsonl") for d in ("full", "split"))
     assert [(r["step"], r["loss"], r["lr"]) for r in split] == [(r["step"], r["loss"], r["lr"]) for r in full]
-    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "final.pt") for d in ("full", "split"))
+    a, b = (read_run_state(tmp_path / d / "checkpoints" / "final.pt") for d in ("full", "split"))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(x, y) for x, y in zip(a["optimizer"]["state"][0].values(),
                                                   b["optimizer"]["state"][0].values(), strict=True))
@@ -138,7 +138,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path: Path, stop: int, workers:
 def test_gradient_accumulation_matches_the_full_batch(tmp_path: Path) -> None:
     run(_cfg(tmp_path / "one", steps=3, log_every=3, ckpt_every=3, recon_images=0))
     run(_cfg(tmp_path / "two", steps=3, log_every=3, ckpt_every=3, recon_images=0, accum_steps=2))
-    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "final.pt")["model"] for d in ("one", "two"))
+    a, b = (read_run_state(tmp_path / d / "checkpoints" / "final.pt")["model"] for d in ("one", "two"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4)
 
@@ -148,7 +148,7 @@ def test_activation_checkpointing_trains_identically(tmp_path: Path) -> None:
     run(_cfg(tmp_path / "ckpt", steps=3, ckpt_every=3, recon_images=0, grad_checkpointing=True))
     plain, ckpt = (read_jsonl(tmp_path / d / "log.jsonl") for d in ("plain", "ckpt"))
     assert [r["loss"] for r in ckpt] == pytest.approx([r["loss"] for r in plain], rel=1e-5)
-    a, b = (load_checkpoint(tmp_path / d / "checkpoints" / "final.pt")["model"] for d in ("plain", "ckpt"))
+    a, b = (read_run_state(tmp_path / d / "checkpoints" / "final.pt")["model"] for d in ("plain", "ckpt"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
 
@@ -169,7 +169,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mo
     # The loss is read back every 3 steps: the guard still names the first bad step.
     with pytest.raises(NonFiniteLossError, match=r"at step 5;.*the last good checkpoint is .*last\.pt"):
         run(_cfg(tmp_path, ckpt_every=2, log_every=3))
-    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    state = read_run_state(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (tmp_path / "checkpoints" / "final.pt").exists()
@@ -200,7 +200,7 @@ def test_init_from_released_format_adapts_rgb_weights(tmp_path: Path) -> None:
     torch.save(released, tmp_path / "released.pt")
     # Step 0 of 10 (warmup lr 0) leaves the weights as loaded (AdamW's decay is scaled by lr too).
     run(_cfg(tmp_path / "run", steps=10, stop_after=1, recon_images=0, init_from=str(tmp_path / "released.pt")))
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    state = read_run_state(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
     torch.testing.assert_close(state["patch_embed.proj.weight"],
                                released["patch_embed.proj.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(state["blocks.3.mlp.fc2.weight"], released["blocks.3.mlp.fc2.weight"])

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from usfmae.data.gpu_augment import GpuAugment
+from usfmae.data.sampling import DataPipeline, StepBatchSampler, local_rows, mix_seed
 from usfmae.data.transforms import AugmentConfig
 from usfmae.errors import ConfigError
 from usfmae.shards.store import ShardReader
@@ -294,8 +295,8 @@ def build_fast_pipeline(shards: str | os.PathLike | ShardReader, batch_size: int
     return FastPipeline(loader, GpuAugment(aug_cfg, img_size, in_chans, mean, std, enabled=augment))
 
 
-def pretrain_pipeline(cfg: Any, dataset: Any, data_config: Mapping[str, Any], dist: Any) -> Any:
-    """The ``--recipe fast`` data pipeline for ``usfmae.train.pretrain`` (its ``DataPipeline`` contract).
+def pretrain_pipeline(cfg: Any, dataset: Any, data_config: Mapping[str, Any], dist: Any) -> DataPipeline:
+    """The ``--recipe fast`` data pipeline for ``usfmae.train.pretrain``.
 
     The batch plan is the paper recipe's own ``StepBatchSampler`` (same epoch order, same
     micro-batch/rank layout, same mid-epoch resume), so switching recipe changes how images are
@@ -308,18 +309,16 @@ def pretrain_pipeline(cfg: Any, dataset: Any, data_config: Mapping[str, Any], di
         dataset: from ``build_pretrain_dataset``; a shard folder's ``ShardDataset`` is read through
             its memory-mapped ``reader``; any other small dataset is stacked into memory once.
         data_config: the model's ``{"img_size", "in_chans", "mean", "std"}``.
-        dist: ``DistInfo`` (rank, world_size, device).
+        dist: anything with ``rank``, ``world_size`` and ``device`` (``usfmae.train.distributed.DistInfo``).
 
     Returns:
-        ``usfmae.train.pretrain.DataPipeline``.
+        A :class:`usfmae.data.sampling.DataPipeline`.
     """
-    from usfmae.train.distributed import StepBatchSampler, local_rows, mix_seed
-    from usfmae.train.pretrain import DataPipeline
-
     reader = getattr(dataset, "reader", None)
     if not isinstance(reader, ShardReader):
         reader = FrameArray.from_dataset(dataset)
-    sampler = StepBatchSampler(len(reader), cfg.batch_size, cfg.seed, dist, cfg.accum_steps)
+    sampler = StepBatchSampler(len(reader), cfg.batch_size, cfg.seed, rank=dist.rank, world_size=dist.world_size,
+                               accum_steps=cfg.accum_steps)
     fetcher = BatchFetcher(reader, dist.device)
     augment = GpuAugment(cfg.augment_config(), int(data_config["img_size"]), int(data_config["in_chans"]),
                          list(data_config["mean"]), list(data_config["std"]), enabled=bool(cfg.augment))

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from usfmae.errors import UsfmaeError
@@ -65,11 +67,18 @@ class LoadResult:
 
 
 def read_checkpoint(source: str | os.PathLike | dict, allow_pickle: bool = False) -> tuple[StateDict, dict[str, Any]]:
-    """Read weights and metadata from a file (``.safetensors`` or ``torch.save``) or a loaded object.
+    """THE checkpoint reader: weights and metadata from a file (``.safetensors`` or ``torch.save``,
+    memory-mapped) or an already loaded object. Every loader in usfmae reads through it.
+
+    Only tensors, plain containers and the allow-listed classes (``argparse.Namespace``, which
+    facebookresearch MAE pickles as ``args``) are unpickled unless ``allow_pickle`` is set.
 
     Returns:
-        (state_dict with wrapper prefixes stripped, metadata) where metadata may hold ``model_name``,
-        ``model_cfg`` and ``data_config`` (ours) and is empty for foreign files.
+        (state_dict with wrapper prefixes stripped, metadata). Metadata is every other entry of a
+        ``{"model": ...}`` payload (ours: ``model_name``, ``model_cfg``, ``data_config``, and for a
+        pretraining checkpoint ``format``, ``step``, ``optimizer``, ``rng``, ``config``, ...;
+        facebookresearch MAE: ``args``, ``epoch``, ...), the ``usfmae`` header of a safetensors
+        file, and empty for a bare state dict.
     """
     name = "checkpoint" if isinstance(source, dict) else str(source)
     if isinstance(source, dict):
@@ -83,9 +92,10 @@ def read_checkpoint(source: str | os.PathLike | dict, allow_pickle: bool = False
     if isinstance(obj, tuple):  # from _load_safetensors: (tensors, metadata)
         obj, meta = obj
     elif isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        meta = {k: obj[k] for k in ("model_name", "model_cfg", "data_config") if obj.get(k) is not None}
+        meta = {k: v for k, v in obj.items() if k != "model" and v is not None}
         obj = obj["model"]
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        meta = {k: v for k, v in obj.items() if k != "state_dict" and v is not None}
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
@@ -106,8 +116,6 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _load_safetensors(path: Path) -> tuple[StateDict, dict[str, Any]]:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
@@ -439,8 +447,6 @@ def export_encoder(model: VisionTransformerEncoder, path: str | os.PathLike,
     Returns:
         The path of the sidecar JSON.
     """
-    from safetensors.torch import save_file
-
     model = getattr(model, "encoder", model)  # an EncoderClassifier exports its encoder
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not is_decoder_key(k)}
     info = {**checkpoint_metadata(model), **(metadata or {})}

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from usfmae.data.sampling import BatchTransform
 from usfmae.errors import UsfmaeError
 from usfmae.train.distributed import all_reduce_mean
 from usfmae.train.schedule import set_lr
 
-BatchTransform = Callable[[torch.Tensor, int, int], torch.Tensor]  # (x on device, step, micro) -> float
 # (x, target) on the device -> (model input, target): augmentation + normalisation, applied jointly
 PairTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 MaskGenerator = Callable[[int, int], "torch.Generator | None"]  # (step, micro) -> masking generator

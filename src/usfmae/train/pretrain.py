@@ -1,6 +1,9 @@
 """MAE pretraining run: build everything from a :class:`PretrainConfig`, train, checkpoint, resume.
 
-``run(cfg)`` writes to ``cfg.out``: ``config.yaml`` (resolved settings), ``log.jsonl`` (loss, lr,
+Two halves: :func:`setup` builds the model, optimiser, data pipeline, schedule and masks (resuming
+from ``cfg.out`` when asked) and writes nothing; :func:`train` runs it with logging, checkpoints
+and figures. ``bench/pretrain_throughput.py`` times the product's own :func:`setup` through
+:func:`train_steps`. ``run(cfg)`` joins the two and writes to ``cfg.out``: ``config.yaml`` (resolved settings), ``log.jsonl`` (loss, lr,
 images/s), ``checkpoints/last.pt`` every ``ckpt_every`` steps and ``checkpoints/final.pt`` at the
 end, ``recon_<step>.png`` reconstruction grids at every checkpoint, ``loss_curve.png`` at the end.
 
@@ -11,7 +14,8 @@ weights as an uninterrupted run. ``torchrun`` runs are detected from the environ
 
 Data pipelines are pluggable (``recipe``): ``paper`` decodes and augments per image in DataLoader
 workers (the reference's way); ``fast`` comes from ``usfmae.data.fast_loader.pretrain_pipeline``
-(uint8 batches, augmentation on the accelerator). Both return a :class:`DataPipeline`.
+(uint8 batches, augmentation on the accelerator). Both return a
+:class:`usfmae.data.sampling.DataPipeline`.
 """
 
 from __future__ import annotations
@@ -27,27 +31,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from usfmae.config import check, opt, save_config, to_dict
 from usfmae.data import transforms as T
 from usfmae.data.datasets import build_pretrain_dataset
+from usfmae.data.fast_loader import pretrain_pipeline
+from usfmae.data.sampling import DataPipeline, StepBatchSampler, local_rows, mix_seed
 from usfmae.errors import ConfigError
+from usfmae.eval.figures import loss_curve, reconstruction_grid
 from usfmae.fileio import RejectLog, append_jsonl, atomic_open, atomic_path, read_jsonl
-from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights
+from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read_checkpoint
+from usfmae.models.mae import MaskedAutoencoderViT
 from usfmae.models.registry import create_model, list_models
 from usfmae.train import engine
-from usfmae.train.distributed import (
-    DistInfo,
-    StepBatchSampler,
-    barrier,
-    cleanup,
-    init_from_env,
-    local_rows,
-    mix_seed,
-)
+from usfmae.train.distributed import DistInfo, barrier, cleanup, init_from_env
 from usfmae.train.schedule import effective_lr, lr_at, param_groups, warmup_steps_for
 
 log = logging.getLogger(__name__)
@@ -120,22 +123,6 @@ class PretrainConfig:
                                scale=tuple(self.crop_scale), gamma=tuple(self.gamma), gain=tuple(self.gain))
 
 
-@dataclass
-class DataPipeline:
-    """What the training loop needs from a data recipe.
-
-    Attributes:
-        steps_per_epoch: optimiser steps in one epoch (incomplete global batches are dropped).
-        batches: (epoch, start_step) -> this rank's micro-batches (b, C, H, W) from that step on,
-            laid out as :func:`usfmae.train.distributed.local_rows`.
-        transform: (x on device, step, micro) -> normalised float batch for the model.
-    """
-
-    steps_per_epoch: int
-    batches: Callable[[int, int], Iterable[torch.Tensor]]
-    transform: engine.BatchTransform
-
-
 class _AugmentedView(Dataset):
     """Item ``(index, sample_seed)`` -> normalised float image augmented with that seed."""
 
@@ -152,8 +139,6 @@ class _AugmentedView(Dataset):
 
 
 def _worker_init(_: int) -> None:
-    import cv2
-
     # Workers are the parallelism; threads inside each would only fight over the same cores.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -161,7 +146,8 @@ def _worker_init(_: int) -> None:
 
 def paper_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dist: DistInfo) -> DataPipeline:
     """The reference's recipe: per-image decode + augmentation on the CPU in DataLoader workers."""
-    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, dist, cfg.accum_steps)
+    sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank=dist.rank, world_size=dist.world_size,
+                               accum_steps=cfg.accum_steps)
     view = _AugmentedView(dataset, cfg.augment_config(), tuple(data_config["mean"]), tuple(data_config["std"]))
 
     loader: list[DataLoader] = []
@@ -184,10 +170,7 @@ def paper_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dis
 
 def build_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dist: DistInfo) -> DataPipeline:
     """The data recipe named by ``cfg.recipe``."""
-    if cfg.recipe == "fast":
-        # Hook for the speed stage: shards + uint8 batches + augmentation on the accelerator.
-        from usfmae.data.fast_loader import pretrain_pipeline
-
+    if cfg.recipe == "fast":  # shards + uint8 batches + augmentation on the accelerator
         return pretrain_pipeline(cfg, dataset, data_config, dist)
     return paper_pipeline(cfg, dataset, data_config, dist)
 
@@ -241,15 +224,17 @@ def _fixed_images(dataset: Dataset, n: int, data_config: dict) -> torch.Tensor:
     return torch.stack([T.normalize(dataset[i], data_config["mean"], data_config["std"]) for i in range(n)])
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`run` (on the CPU)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ConfigError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:120]})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+def read_run_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train`, as one dict (``"model"``, ``"optimizer"``, ``"rng"``,
+    ``"step"``, ...), read by :func:`usfmae.models.checkpoint.read_checkpoint`.
+
+    Raises:
+        ConfigError: the file is not a usfmae pretraining checkpoint.
+    """
+    state, meta = read_checkpoint(path)
+    if meta.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path}: not a usfmae pretraining checkpoint")
-    return state
+    return {"model": state, **meta}
 
 
 def _model_overrides(cfg: PretrainConfig) -> dict[str, Any]:
@@ -266,34 +251,59 @@ def _truncate_log(path: Path, step: int) -> None:
             handle.writelines(json.dumps(r) + "\n" for r in keep)
 
 
-def run(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Pretrain as ``cfg`` says, or continue the run in ``cfg.out`` when ``resume`` is set.
+@dataclass
+class PretrainSetup:
+    """Everything a pretraining run trains with, as built by :func:`setup`.
 
-    Returns:
-        {"step", "total_steps", "loss" (last logged), "images_per_s", "checkpoint", "out"}.
+    Attributes:
+        model: the MAE itself (checkpoints and figures use it).
+        train_model: what the loop calls: ``model``, wrapped in DDP and/or compiled as configured.
+        pipeline: the data recipe's batches and on-device transform.
+        masks: (step, micro) -> masking generator.
+        total_steps: optimiser steps of the whole run; end_step: where this invocation stops.
+        step: the next step to run (0, or the step of the checkpoint resumed from).
+        resumed: the run state resumed from (:func:`read_run_state`), or None.
+    """
+
+    cfg: PretrainConfig
+    dist: DistInfo
+    model: MaskedAutoencoderViT
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    dataset: Dataset
+    data_config: dict[str, Any]
+    pipeline: DataPipeline
+    masks: engine.MaskGenerator
+    total_steps: int
+    end_step: int
+    base_lr: float
+    warmup_steps: int
+    step: int = 0
+    resumed: dict[str, Any] | None = None
+
+    def lr(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (warmup + cosine)."""
+        return lr_at(step, self.total_steps, self.base_lr, self.warmup_steps, self.cfg.min_lr)
+
+
+def setup(cfg: PretrainConfig, dist: DistInfo | None = None, resume: bool = False) -> PretrainSetup:
+    """Build the run ``cfg`` describes; with ``resume``, continue from ``cfg.out/checkpoints/last.pt``.
+
+    Nothing is written (only a rejected input file is recorded in ``cfg.out/rejects.jsonl``).
 
     Raises:
-        ConfigError: bad settings, or ``cfg.out`` holds a run and ``resume`` is False.
-        NonFiniteLossError: the loss diverged; the message names the last good checkpoint.
+        ConfigError: bad settings, too few images, or ``cfg.out`` holds a run and ``resume`` is False.
     """
-    dist = init_from_env(cfg.device)
-    try:
-        return _run(cfg, resume, dist)
-    finally:
-        cleanup()
-
-
-def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
+    dist = dist or DistInfo(device=torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")))
     out = Path(cfg.out)
-    ckpt_dir, log_path = out / "checkpoints", out / "log.jsonl"
-    last_path = ckpt_dir / "last.pt"
+    last_path = out / "checkpoints" / "last.pt"
     state = None
     if last_path.exists():
         if not resume:
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        state = load_checkpoint(last_path)
+        state = read_run_state(last_path)
     elif resume:
-        log.info("no checkpoint in %s yet: starting from step 0", ckpt_dir)
+        log.info("no checkpoint in %s yet: starting from step 0", last_path.parent)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
@@ -309,9 +319,7 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         raise ConfigError(f"{cfg.data} has {len(dataset)} images, fewer than one global batch ({cfg.batch_size})")
     pipeline = build_pipeline(cfg, dataset, data_config, dist)
     total = cfg.steps or cfg.epochs * pipeline.steps_per_epoch
-    end = min(total, cfg.stop_after or total)
     base_lr = cfg.lr or effective_lr(cfg.blr, cfg.batch_size)
-    warmup = warmup_steps_for(total, cfg.warmup_fraction)
 
     device = dist.device
     model.to(device)
@@ -323,27 +331,76 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
         step = int(state["step"])
-    train_model: torch.nn.Module = model
+    train_model: nn.Module = model
     if dist.distributed:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    fixed = _fixed_images(dataset, cfg.recon_images, data_config)
-    masks = mask_generator_fn(cfg, dist, model.cfg.num_patches)
+    return PretrainSetup(cfg, dist, model, train_model, optimizer, dataset, data_config, pipeline,
+                         mask_generator_fn(cfg, dist, model.cfg.num_patches), total,
+                         min(total, cfg.stop_after or total), base_lr, warmup_steps_for(total, cfg.warmup_fraction),
+                         step, state)
+
+
+def train_steps(s: PretrainSetup, end: int, meter: engine.LossMeter,
+                on_step: Callable[[int], None] | None = None) -> int:
+    """Run optimiser steps ``s.step .. end - 1`` epoch by epoch through the engine; returns (and
+    records in ``s.step``) the step reached. ``on_step(step)`` runs after each optimiser step."""
+    cfg = s.cfg
+    while s.step < end:
+        epoch, in_epoch = divmod(s.step, s.pipeline.steps_per_epoch)
+        todo = min(end - s.step, s.pipeline.steps_per_epoch - in_epoch)
+        batches = itertools.islice(s.pipeline.batches(epoch, in_epoch), todo * cfg.accum_steps)
+        result = engine.train_one_epoch(
+            s.train_model, batches, s.optimizer, device=s.dist.device, first_step=s.step,
+            accum_steps=cfg.accum_steps, lr_fn=s.lr, batch_transform=s.pipeline.transform, meter=meter,
+            mask_generator=s.masks, clip_grad=cfg.clip_grad or None, amp=cfg.amp, on_step=on_step)
+        s.step += result["steps"]
+        if not result["steps"]:
+            break  # an empty epoch (cannot happen with >= 1 global batch; guards against a loop)
+    return s.step
+
+
+def run(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Pretrain as ``cfg`` says, or continue the run in ``cfg.out`` when ``resume`` is set.
+
+    Returns:
+        {"step", "total_steps", "loss" (last logged), "images_per_s", "checkpoint", "out"}.
+
+    Raises:
+        ConfigError: bad settings, or ``cfg.out`` holds a run and ``resume`` is False.
+        NonFiniteLossError: the loss diverged; the message names the last good checkpoint.
+    """
+    dist = init_from_env(cfg.device)
+    try:
+        return train(setup(cfg, dist, resume))
+    finally:
+        cleanup()
+
+
+def train(s: PretrainSetup) -> dict[str, Any]:
+    """Train ``s`` to ``s.end_step``: log every ``log_every`` steps, checkpoint and draw a
+    reconstruction grid every ``ckpt_every``, write ``final.pt`` and the loss curve at the end."""
+    cfg, dist, model, pipeline = s.cfg, s.dist, s.model, s.pipeline
+    out = Path(cfg.out)
+    ckpt_dir, log_path = out / "checkpoints", out / "log.jsonl"
+    last_path = ckpt_dir / "last.pt"
+    total, end = s.total_steps, s.end_step
+    fixed = _fixed_images(s.dataset, cfg.recon_images, s.data_config)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-        _truncate_log(log_path, step)
+        _truncate_log(log_path, s.step)
         log.info("%s on %s: %d images, %d steps (%d per epoch), global batch %d, lr %.3g, world size %d",
-                 cfg.model, device, len(dataset), total, pipeline.steps_per_epoch, cfg.batch_size, base_lr,
-                 dist.world_size)
+                 cfg.model, dist.device, len(s.dataset), total, pipeline.steps_per_epoch, cfg.batch_size,
+                 s.base_lr, dist.world_size)
 
-    from tqdm.auto import tqdm  # the bar belongs to rank 0 only
-
-    bar = tqdm(total=end, initial=step, disable=not (dist.is_main and cfg.progress), unit="step", dynamic_ncols=True)
-    meter = engine.LossMeter(device)
-    clock = {"t": time.perf_counter(), "step": step, "loss": None, "start": time.perf_counter(), "start_step": step}
+    bar = tqdm(total=end, initial=s.step, disable=not (dist.is_main and cfg.progress), unit="step",
+               dynamic_ncols=True)
+    meter = engine.LossMeter(dist.device)
+    clock = {"t": time.perf_counter(), "step": s.step, "loss": None, "start": time.perf_counter(),
+             "start_step": s.step}
 
     def save(done: int) -> None:
         """Checkpoint + reconstruction grid after ``done`` steps (rank 0); the loss was checked finite."""
@@ -351,8 +408,8 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
             return
         payload = {
             "format": CHECKPOINT_FORMAT, "step": done, "epoch": done // pipeline.steps_per_epoch,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": {"step": done, "total_steps": total, "warmup_steps": warmup, "base_lr": base_lr,
+            "model": model.state_dict(), "optimizer": s.optimizer.state_dict(),
+            "scheduler": {"step": done, "total_steps": total, "warmup_steps": s.warmup_steps, "base_lr": s.base_lr,
                           "min_lr": cfg.min_lr},
             "scaler": None,  # bf16 autocast needs no loss scaling
             "rng": _rng_state(),
@@ -363,12 +420,10 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         with atomic_path(last_path) as tmp:
             torch.save(payload, tmp)
         if len(fixed):
-            from usfmae.eval.figures import reconstruction_grid
+            reconstruction_grid(model, fixed, s.data_config, out / f"recon_{done:07d}.png", seed=cfg.seed)
 
-            reconstruction_grid(model, fixed, data_config, out / f"recon_{done:07d}.png", seed=cfg.seed)
-
-    def on_step(s: int) -> None:
-        done = s + 1
+    def on_step(step: int) -> None:
+        done = step + 1
         bar.update(1)
         at_ckpt = done % cfg.ckpt_every == 0 or done == end
         if done % cfg.log_every and not at_ckpt:
@@ -378,8 +433,8 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
         ips = (done - clock["step"]) * cfg.batch_size / max(now - clock["t"], 1e-9)
         clock.update(t=now, step=done, loss=loss)
         if dist.is_main:
-            record = {"step": done, "epoch": s // pipeline.steps_per_epoch, "loss": loss,
-                      "lr": lr_at(s, total, base_lr, warmup, cfg.min_lr), "images_per_s": round(ips, 2)}
+            record = {"step": done, "epoch": step // pipeline.steps_per_epoch, "loss": loss, "lr": s.lr(step),
+                      "images_per_s": round(ips, 2)}
             append_jsonl(log_path, record)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.0f}")
         if at_ckpt:
@@ -387,30 +442,20 @@ def _run(cfg: PretrainConfig, resume: bool, dist: DistInfo) -> dict[str, Any]:
             clock["t"] = time.perf_counter()  # images/s measures training, not checkpoint writing
 
     try:
-        while step < end:
-            epoch, in_epoch = divmod(step, pipeline.steps_per_epoch)
-            todo = min(end - step, pipeline.steps_per_epoch - in_epoch)
-            batches = itertools.islice(pipeline.batches(epoch, in_epoch), todo * cfg.accum_steps)
-            result = engine.train_one_epoch(
-                train_model, batches, optimizer, device=device, first_step=step, accum_steps=cfg.accum_steps,
-                lr_fn=lambda i: lr_at(i, total, base_lr, warmup, cfg.min_lr), batch_transform=pipeline.transform,
-                meter=meter, mask_generator=masks, clip_grad=cfg.clip_grad or None, amp=cfg.amp, on_step=on_step)
-            step += result["steps"]
+        train_steps(s, end, meter, on_step)
     except engine.NonFiniteLossError as exc:
         where = f"the last good checkpoint is {last_path}" if last_path.exists() else "no checkpoint was written"
         raise engine.NonFiniteLossError(f"{exc}; stopped, {where}") from exc
     finally:
         bar.close()
     if dist.is_main:
-        if step == total:
+        if s.step == total:
             with atomic_path(ckpt_dir / "final.pt") as tmp:
                 tmp.write_bytes(last_path.read_bytes())
-        from usfmae.eval.figures import loss_curve
-
         loss_curve(read_jsonl(log_path), out / "loss_curve.png")
     # Leave together: a rank that tears down gloo while rank 0 is still writing can abort
     # ("terminate called without an active exception"), failing a run that succeeded.
     barrier()
     elapsed = time.perf_counter() - clock["start"]
-    return {"step": step, "total_steps": total, "loss": clock["loss"], "checkpoint": str(last_path),
-            "images_per_s": (step - clock["start_step"]) * cfg.batch_size / max(elapsed, 1e-9), "out": str(out)}
+    return {"step": s.step, "total_steps": total, "loss": clock["loss"], "checkpoint": str(last_path),
+            "images_per_s": (s.step - clock["start_step"]) * cfg.batch_size / max(elapsed, 1e-9), "out": str(out)}
