@@ -40,6 +40,7 @@ from torch import nn
 
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import atomic_path, write_json
+from usfmae.models import hf
 from usfmae.models.mae import MAEConfig, MaskedAutoencoderViT, VisionTransformerEncoder, is_decoder_key
 from usfmae.models.registry import describe_model, find_variant, resolve_config, variant_config
 
@@ -81,12 +82,12 @@ def read_checkpoint(source: str | os.PathLike | dict, allow_pickle: bool = False
         file, and empty for a bare state dict.
     """
     name = "checkpoint" if isinstance(source, dict) else str(source)
+    folder = None
     if isinstance(source, dict):
         obj: Any = source
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise UsfmaeError(f"{path}: checkpoint file not found")
+        path = weights_file(source)
+        folder = path.parent
         obj = _load_safetensors(path) if _is_safetensors(path) else _torch_load(path, allow_pickle)
     meta: dict[str, Any] = {}
     if isinstance(obj, tuple):  # from _load_safetensors: (tensors, metadata)
@@ -105,7 +106,34 @@ def read_checkpoint(source: str | os.PathLike | dict, allow_pickle: bool = False
         while key.startswith(_STRIP_PREFIXES):
             key = key.split(".", 1)[1]
         state[key] = value
+    if hf.is_hf_state(state):  # Hugging Face ViTMAE names; its config.json (if any) gives the heads
+        meta = {**hf.hf_metadata(state, folder), **meta}
+        state = hf.from_hf_state(state)
     return state, meta
+
+
+_FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.pt")
+
+
+def weights_file(source: str | os.PathLike) -> Path:
+    """The weights file of ``source``: the file itself, the weights in a folder written by
+    ``usfmae export --format hub`` / Hugging Face ``save_pretrained`` (``model.safetensors``,
+    ``pytorch_model.bin``), or those of ``hf-hub:ORG/NAME`` (downloaded; needs the network once).
+
+    Raises:
+        UsfmaeError: nothing there, or a folder without a weights file.
+    """
+    if str(source).startswith(hf.HUB_PREFIX):
+        source = hf.download_hub(str(source))
+    path = Path(source).expanduser()
+    if path.is_dir():
+        for name in _FOLDER_WEIGHTS:
+            if (path / name).is_file():
+                return path / name
+        raise UsfmaeError(f"{path}: folder has no weights file ({', '.join(_FOLDER_WEIGHTS)})")
+    if not path.is_file():
+        raise UsfmaeError(f"{path}: checkpoint file not found")
+    return path
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -106,22 +106,24 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
             raise UsfmaeError("give --weights or a --model name")
         model = registry.create_model(model_name, **overrides)
         return model, _info(model, model_name, "scratch", None)
-    path = Path(weights)
-    if not path.is_file():
-        raise DataError(f"{path}: weights file not found")
+    try:  # a file, a folder (usfmae export --format hub, Hugging Face save_pretrained) or hf-hub:ID
+        path = checkpoint.weights_file(weights)
+    except UsfmaeError as exc:
+        raise DataError(str(exc)) from exc
     raw = _load_raw(path)
-    state, meta = checkpoint.read_checkpoint(raw if raw is not None else path)
+    state, meta = checkpoint.read_checkpoint(path)
     model = checkpoint.build_from_checkpoint({"model": state, **meta}, model_name=model_name, **overrides)
     pretrain = None
     if raw is not None and isinstance(raw.get("config"), dict):
         pretrain = {**raw["config"], "step": raw.get("step")}
-    if meta.get("model_cfg"):
+    if meta.get("model_cfg") and meta.get("format") != "huggingface":
         # Our own checkpoint records the pretraining config, mask ratio included.
         source, mask_ratio = "usfmae-pretrain", model.cfg.mask_ratio
     else:
         # Released USF-MAE or facebookresearch MAE file: its mask ratio is not recorded (the
         # paper says 0.25, the released notebook ran MAE's default 0.75), so none is claimed.
-        source, mask_ratio = f"imported:{path.name}", None
+        given = str(weights)
+        source, mask_ratio = f"imported:{given if given.startswith('hf-hub:') else Path(given).name}", None
     name = getattr(model, "model_name", None) or model_name or f"vit_{model.cfg.embed_dim}x{model.cfg.depth}"
     return model, _info(model, name, source, mask_ratio, pretrain)
 

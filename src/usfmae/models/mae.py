@@ -65,6 +65,7 @@ class MAEConfig:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     grad_checkpointing: bool = False
+    norm_eps: float = 1e-6  # LayerNorm epsilon: 1e-6 in timm and MAE, 1e-12 in Hugging Face ViTMAE configs
 
     def __post_init__(self) -> None:
         check(self.in_chans >= 1, f"in_chans must be >= 1, got {self.in_chans}")
@@ -161,11 +162,11 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,8 +238,9 @@ class VisionTransformerEncoder(nn.Module):
         # appear in state_dict under the same names as in timm and the released weights.
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.num_patches, cfg.embed_dim),
                                       requires_grad=cfg.pos_embed == "learned")
-        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps)
+                                    for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self._init_encoder_weights()
 
     @property
@@ -336,9 +338,9 @@ class MaskedAutoencoderViT(VisionTransformerEncoder):
         self.decoder_embed = nn.Linear(cfg.embed_dim, cfg.decoder_embed_dim)
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.num_patches, cfg.decoder_embed_dim),
                                               requires_grad=cfg.pos_embed == "learned")
-        self.decoder_blocks = nn.ModuleList(Block(cfg.decoder_embed_dim, cfg.decoder_num_heads, cfg.mlp_ratio)
+        self.decoder_blocks = nn.ModuleList(Block(cfg.decoder_embed_dim, cfg.decoder_num_heads, cfg.mlp_ratio, cfg.norm_eps)
                                             for _ in range(cfg.decoder_depth))
-        self.decoder_norm = nn.LayerNorm(cfg.decoder_embed_dim, eps=1e-6)
+        self.decoder_norm = nn.LayerNorm(cfg.decoder_embed_dim, eps=cfg.norm_eps)
         self.decoder_pred = nn.Linear(cfg.decoder_embed_dim, cfg.patch_size**2 * cfg.in_chans)
         _init_positions(self.decoder_pos_embed, cfg.pos_embed, cfg.grid_size)
         nn.init.normal_(self.mask_token, std=0.02)
