@@ -99,8 +99,10 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
     a facebookresearch MAE checkpoint; ``usfmae.models.checkpoint`` detects which. Without
     ``weights``, ``model_name`` is created with random init (the "scratch" control).
     """
-    from usfmae.models import checkpoint, registry
+    from usfmae.models import adapters, checkpoint, registry
 
+    if model_name in adapters.ADAPTERS:  # another project's released encoder (UltraSam, USFM, ...)
+        return _load_adapter(model_name, weights, overrides)
     if weights is None:
         if model_name is None:
             raise UsfmaeError("give --weights or a --model name")
@@ -126,6 +128,18 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
         source, mask_ratio = f"imported:{given if given.startswith('hf-hub:') else Path(given).name}", None
     name = getattr(model, "model_name", None) or model_name or f"vit_{model.cfg.embed_dim}x{model.cfg.depth}"
     return model, _info(model, name, source, mask_ratio, pretrain)
+
+
+def _load_adapter(name: str, weights: str | Path | None, overrides: dict[str, Any]) -> tuple[nn.Module, EncoderInfo]:
+    """A foundation-model adapter (``usfmae.models.adapters``); only size and channels can change."""
+    from usfmae.models import adapters
+
+    unknown = sorted(set(overrides) - {"img_size", "in_chans"})
+    if unknown:
+        raise UsfmaeError(f"{name} takes only img_size and in_chans options, not {', '.join(unknown)}")
+    model, contract = adapters.ADAPTERS[name](None if weights is None else Path(weights), **overrides)
+    source = f"{name}:{Path(weights).name}" if weights is not None else name
+    return model, EncoderInfo(name, contract.img_size, contract.in_chans, contract.mean, contract.std, source)
 
 
 def _load_raw(path: Path) -> dict | None:
