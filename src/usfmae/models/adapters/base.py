@@ -150,18 +150,6 @@ def tensors_of(obj: Any, *wrappers: str) -> StateDict:
     return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
-def strip_prefix(state: StateDict, *prefixes: str) -> StateDict:
-    """Remove the first matching prefix from every key (keys without one are kept as they are)."""
-    out = {}
-    for key, value in state.items():
-        for prefix in prefixes:
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-                break
-        out[key] = value
-    return out
-
-
 def _listing(items: list[str], n: int = 6) -> str:
     shown = ", ".join(items[:n])
     return f"[{shown}{f', ... (+{len(items) - n} more)' if len(items) > n else ''}]"

@@ -41,7 +41,6 @@ from usfmae.models.adapters.base import (
     load_checked,
     read_raw,
     require_weights,
-    strip_prefix,
     tensors_of,
 )
 
@@ -81,11 +80,16 @@ class VitEncoder(AdaptedEncoder):
                                                    norm=True)
 
 
-def convert(published: StateDict) -> StateDict:
-    """Unwrap a DINOv2 training checkpoint's backbone names and un-chunk blocks (Meta's names kept)."""
-    state = strip_prefix(strip_prefix(published, "module."), "backbone.")
-    state = {k: v for k, v in state.items() if not _HEADS.match(k)}
-    return {_CHUNKED.sub(r"blocks.\1.", k): v for k, v in state.items()}
+def convert(published: StateDict) -> tuple[StateDict, dict[str, str]]:
+    """A DINOv2 training checkpoint's backbone names unwrapped, its heads dropped and chunked blocks
+    renumbered (Meta's names kept): ``(state, {our name: file name})``."""
+    state, origin = {}, {}
+    for original, value in published.items():
+        key = original.removeprefix("module.").removeprefix("backbone.")
+        if not _HEADS.match(key):
+            key = _CHUNKED.sub(r"blocks.\1.", key)
+            state[key], origin[key] = value, original
+    return state, origin
 
 
 def _load(spec: AdapterSpec, weights: Source, img_size: int | None,
@@ -97,7 +101,7 @@ def _load(spec: AdapterSpec, weights: Source, img_size: int | None,
     contract = contract_for(spec, img_size, in_chans)
     label = f"{'state dict' if isinstance(weights, dict) else weights} ({spec.title})"
     raw = weights if isinstance(weights, dict) else read_raw(weights, spec)
-    state = convert(tensors_of(raw, "teacher", "model", "state_dict"))
+    state, origin = convert(tensors_of(raw, "teacher", "model", "state_dict"))
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
         found = ", ".join(sorted(state)[:6]) or "none"
         raise UsfmaeError(f"{label}: not a DINOv2 ViT: missing keys [patch_embed.proj.weight, pos_embed]; found {found}")
@@ -116,7 +120,7 @@ def _load(spec: AdapterSpec, weights: Source, img_size: int | None,
     # timm's filter renames Meta's keys (mask_token dropped, registers -> reg_token) and resamples
     # pos_embed to the grid; the input channels are adapted afterwards, to the contract's count.
     state = adapt_channels(checkpoint_filter_fn(state, model), "patch_embed.proj.weight", contract.in_chans)
-    load_checked(model, state, label)
+    load_checked(model, state, label, origin=origin)
     return VitEncoder(model, spec, contract, embed_dim, patch), contract
 
 

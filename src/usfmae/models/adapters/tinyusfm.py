@@ -57,17 +57,19 @@ class PooledVitEncoder(AdaptedEncoder):
         return self.backbone.fc_norm(patches.mean(dim=1)), patches
 
 
-def convert(published: StateDict) -> StateDict:
-    """TinyUSFM's prefix rule (``module.model.`` / ``module.`` / ``model.`` -> none), ``head`` and ``norm`` dropped."""
-    state = {}
-    for key, value in published.items():
+def convert(published: StateDict) -> tuple[StateDict, dict[str, str]]:
+    """TinyUSFM's prefix rule (``module.model.`` / ``module.`` / ``model.`` -> none), ``head`` and
+    ``norm`` dropped: ``(state, {our name: file name})``."""
+    state, origin = {}, {}
+    for original, value in published.items():
+        key = original
         for prefix in ("module.model.", "module.", "model."):
             if key.startswith(prefix):
                 key = key[len(prefix):]
                 break
         if not _UNUSED.match(key):
-            state[key] = value
-    return state
+            state[key], origin[key] = value, original
+    return state, origin
 
 
 def load(weights: Source, *, img_size: int | None = None,
@@ -79,7 +81,7 @@ def load(weights: Source, *, img_size: int | None = None,
     require_weights(TINYUSFM, weights)
     contract = contract_for(TINYUSFM, img_size, in_chans)
     label = f"{'state dict' if isinstance(weights, dict) else weights} (TinyUSFM)"
-    state = convert(tensors_of(weights if isinstance(weights, dict) else read_raw(weights, TINYUSFM)))
+    state, origin = convert(tensors_of(weights if isinstance(weights, dict) else read_raw(weights, TINYUSFM)))
     if "patch_embed.proj.weight" not in state:
         found = ", ".join(sorted(state)[:6]) or "none"
         raise UsfmaeError(f"{label}: not a TinyUSFM checkpoint: missing keys [patch_embed.proj.weight]; found {found}")
@@ -94,5 +96,5 @@ def load(weights: Source, *, img_size: int | None = None,
         mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim if "blocks.0.mlp.fc1.weight" in state else 4.0,
         qkv_bias="blocks.0.attn.qkv.bias" in state, global_pool="avg", fc_norm=True, num_classes=0)
     state = adapt_channels(checkpoint_filter_fn(state, model), "patch_embed.proj.weight", contract.in_chans)
-    load_checked(model, state, label, optional=[r"fc_norm\.(?:weight|bias)"])
+    load_checked(model, state, label, optional=[r"fc_norm\.(?:weight|bias)"], origin=origin)
     return PooledVitEncoder(model, TINYUSFM, contract, embed_dim, patch), contract
