@@ -178,3 +178,24 @@ def test_ultrasam_real_vit_b_shapes_at_224(tmp_path: Path) -> None:
     with torch.no_grad():
         tokens = model.forward_features(torch.zeros(1, 3, 224, 224))
     assert tokens.shape == (1, 197, 768) and info.mean == (0.485, 0.456, 0.406)
+
+
+def test_finetune_runs_an_adapter_with_our_protocol(tmp_path: Path) -> None:
+    """``usfmae finetune --model ultrasam --weights FILE``: same folds, head and results record as our encoder."""
+    from fixtures_datasets import make_busbra
+
+    from usfmae.eval import report
+    from usfmae.train import finetune
+
+    weights = tmp_path / "UltraSam.pth"
+    torch.save(sam_to_ultrasam(sam_image_encoder()), weights)
+    root = make_busbra(tmp_path).root
+    cfg = finetune.FinetuneConfig(data=f"busbra:{root}", model="ultrasam", weights=str(weights), img_size=64,
+                                  epochs=1, batch_size=8, bootstrap=0, folds=[0], out=str(tmp_path / "out"))
+    summary = finetune.run(cfg)
+    (result,) = report.load_results(tmp_path / "out")
+    assert summary["skipped"] == 0 and result["model"] == "ultrasam" and result["fold"] == 0
+    protocol = result["protocol"]
+    assert (protocol["input_size"], protocol["in_chans"], protocol["architecture"]) == (64, 3, "ultrasam")
+    assert protocol["pretraining"] == "ultrasam:UltraSam.pth"
+    assert finetune.run(cfg)["skipped"] == 1  # resumes: the finished cell is not run again
