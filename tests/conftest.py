@@ -13,9 +13,13 @@ def one_torch_thread():
     (two threads fighting over busy cores were measured 3x slower than one)."""
     import torch
 
+    from usfmae import runtime
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    runtime.set_thread_option(1)  # what the verbs' configure_threads picks up, workers included
     yield
+    runtime.set_thread_option(None)
     torch.set_num_threads(before)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 # already reports it in one line. Set before any module imports cv2 (worker processes inherit it).
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from usfmae import __version__  # noqa: E402
+from usfmae import __version__, runtime  # noqa: E402
 from usfmae.errors import UsfmaeError  # noqa: E402
 
 # verb -> (module under usfmae.commands, one-line help). Order is the pipeline order.
@@ -48,6 +48,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_threads(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--threads", type=_positive, metavar="N", default=default,
+                        help="compute threads per process (default: the cores this process may use "
+                             "divided by the verb's worker processes, at least 1)")
+
+
 def _load(verb: str):
     module_name, _ = VERBS[verb]
     return importlib.import_module(f"usfmae.commands.{module_name}")
@@ -58,6 +71,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="usfmae", description="Ultrasound self-supervised foundation models (USF-MAE).")
     parser.add_argument("--version", action="version", version=f"usfmae {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_threads(parser, None)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for name, (_, help_text) in VERBS.items():
         module = _load(name) if name == verb else None
@@ -66,18 +80,20 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
         if module is not None:
             module.add_arguments(verb_parser)
+            _add_threads(verb_parser, argparse.SUPPRESS)  # also accepted after the verb
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    verb = next((a for a in argv if not a.startswith("-")), None)
+    verb = next((a for a in argv if a in VERBS), None)  # `--threads N` may come first
     verb = verb if verb in VERBS else None
     parser = build_parser(verb)
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_help()
         return 2
+    runtime.set_thread_option(args.threads)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="usfmae: %(message)s", stream=sys.stderr)
     try:

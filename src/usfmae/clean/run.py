@@ -37,6 +37,7 @@ from usfmae.config import check, opt, save_config, to_dict
 from usfmae.curate.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir, read_jsonl
+from usfmae.runtime import configure_threads
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     """
     from tqdm import tqdm
 
+    configure_threads(None, cfg.workers)  # spawned workers inherit the count through the environment
     out = ensure_output_dir(out)
     items = list_inputs(source)
     save_config(cfg, out / "clean_config.yaml")

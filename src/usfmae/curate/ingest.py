@@ -57,6 +57,7 @@ from usfmae.curate.hashing import (
 from usfmae.curate.readers import SCALES, detect_kind, read_frames
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir
+from usfmae.runtime import available_cores, configure_threads
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,8 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
 
     todo = [rel for rel in files if not finished(rel)]
     rejects = RejectLog(out / "rejects.jsonl", log)
-    workers = cfg.workers or max(1, (os.cpu_count() or 2) - 1)
+    workers = cfg.workers or max(1, available_cores() - 1)
+    configure_threads(None, workers)
     bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
 
     def collect(record: dict[str, Any]) -> None:

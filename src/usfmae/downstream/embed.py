@@ -15,6 +15,7 @@ from usfmae.data.images import iter_image_batches, normalise
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 from usfmae.models.encoder import PooledEncoder, forward_pooled, pick_device
+from usfmae.runtime import configure_threads
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def extract_features_from_files(model: nn.Module, paths: Sequence[str | Path], i
     Returns:
         ``(features float32 (N_kept, D), kept indices into paths (N_kept,))``.
     """
+    configure_threads(None, num_workers)
     device = pick_device(str(device) if device is not None else None)
     encoder = model if isinstance(model, PooledEncoder) else PooledEncoder(model, pool)
     encoder.eval().to(device)

@@ -28,6 +28,7 @@ from usfmae.config import check, opt
 from usfmae.curate.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
+from usfmae.runtime import configure_threads
 from usfmae.shards.store import ShardReader, ShardWriter, check_layout, is_shard_dir
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def _decoded(items: list[CorpusItem], cfg: PackConfig) -> Iterator[tuple[CorpusI
 def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConfig,
                 progress: bool = True) -> dict:
     """Pack ``corpus`` into shards under ``out`` (resumable); returns counts for the summary line."""
+    configure_threads(None, cfg.workers)
     out = Path(out)
     items = list_corpus(corpus)
     ids = [item.id for item in items]

@@ -37,6 +37,7 @@ from usfmae.fileio import RejectLog, read_json
 from usfmae.models.baselines import create_baseline
 from usfmae.models.classifier import EncoderClassifier, param_groups_layer_decay
 from usfmae.models.encoder import EncoderInfo, data_contract, extract_features, load_encoder, pick_device
+from usfmae.runtime import configure_threads
 from usfmae.train import engine
 from usfmae.train.schedule import lr_at, param_groups
 
@@ -289,6 +290,7 @@ def run(cfg: FinetuneConfig, on_epoch_end: EpochCallback | None = None) -> dict[
     Returns:
         ``{"cells": [result path, ...], "skipped": n, "summary": metrics.aggregate over cells}``.
     """
+    configure_threads(None, cfg.num_workers)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

@@ -49,6 +49,7 @@ from usfmae.fileio import RejectLog, append_jsonl, atomic_open, atomic_path, rea
 from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read_checkpoint
 from usfmae.models.mae import MaskedAutoencoderViT
 from usfmae.models.registry import create_model, list_models
+from usfmae.runtime import configure_threads
 from usfmae.train import engine
 from usfmae.train.distributed import DistInfo, barrier, cleanup, init_from_env
 from usfmae.train.schedule import effective_lr, lr_at, param_groups, warmup_steps_for
@@ -372,6 +373,8 @@ def run(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
         ConfigError: bad settings, or ``cfg.out`` holds a run and ``resume`` is False.
         NonFiniteLossError: the loss diverged; the message names the last good checkpoint.
     """
+    # paper recipe: DataLoader workers decode beside the step; fast: one prefetch thread
+    configure_threads(None, cfg.num_workers if cfg.recipe == "paper" else 1)
     dist = init_from_env(cfg.device)
     try:
         return train(setup(cfg, dist, resume))

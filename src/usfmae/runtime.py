@@ -1,0 +1,115 @@
+"""How many threads a process computes with: torch intra-op and OpenCV threads sized to the cores.
+
+Every verb runs some worker processes or threads (DataLoader workers, an ingest or clean pool,
+pack's decode threads) beside the main process's own math. Left alone, torch and OpenCV each start
+one thread per core in every one of those processes, so on a small or shared machine they fight
+over the same cores: a tiny pretraining on a busy 2-core machine ran at 3.5 images/s with the
+default threads and at 20 with one. :func:`configure_threads` therefore gives each process
+
+- OpenCV: ``cores // max(workers, 1)`` threads, so threads x workers fit the cores this process
+  may run on (``os.sched_getaffinity``: a container's or a SLURM job's share, not the machine's);
+- torch: the same, but counting only the cores other processes leave idle (cores minus the
+  1-minute load average, at least 1). torch's OpenMP threads wait for each other at every
+  operation, so one thread that shares its core stalls them all: fine-tuning on the 2-core machine
+  at load 7 ran 5x slower with 2 threads than with 1, while OpenCV's pool lost nothing
+  (``bench/threads.py``);
+
+and exports the counts (``OMP_NUM_THREADS``, ``OPENCV_FOR_THREADS_NUM``) to worker processes
+started later: spawned pools read them when they import torch and OpenCV; DataLoader workers still
+drop to one thread each, as the training code does. ``usfmae --threads N <verb>`` sets both counts
+(:func:`set_thread_option`); so does an ``OMP_NUM_THREADS`` the user set before starting the
+process (the usual way on clusters).
+"""
+
+from __future__ import annotations
+
+import os
+
+_TORCH_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # read when torch starts
+_CV_VARS = ("OPENCV_FOR_THREADS_NUM",)  # read when OpenCV starts
+_THREAD_VARS = _TORCH_VARS + _CV_VARS
+_option: list[int | None] = [None]  # the global ``--threads`` of this process's command line
+
+
+def _user_threads() -> int | None:
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+# read once, before this module writes the variable itself
+_USER_THREADS = _user_threads()
+
+
+def set_thread_option(threads: int | None) -> None:
+    """Record the command line's ``--threads`` (None: choose per verb) for later :func:`configure_threads`."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be positive, got {threads}")
+    _option[0] = threads
+    if threads is not None:
+        # before torch or OpenCV is imported, the environment is what sizes their pools
+        for var in _THREAD_VARS:
+            os.environ[var] = str(threads)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity mask; ``os.cpu_count()`` where there is none)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def idle_cores(cores: int | None = None) -> int:
+    """Of ``cores`` (default: :func:`available_cores`), those the 1-minute load average leaves idle (>= 1)."""
+    cores = available_cores() if cores is None else cores
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform: assume an idle machine
+        return cores
+    return max(1, min(cores, round(cores - load)))
+
+
+def default_threads(workers: int, cores: int | None = None) -> int:
+    """Threads per process so that threads x ``workers`` processes fit ``cores`` (at least 1).
+
+    Args:
+        workers: worker processes or threads running beside (or instead of) the main process's
+            compute; 0 means the main process does all the work.
+        cores: cores to fit (default: :func:`available_cores`).
+    """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // max(workers, 1))
+
+
+def configure_threads(threads: int | None, workers: int) -> int:
+    """Set torch's intra-op and OpenCV's thread counts for this process and its later children.
+
+    Args:
+        threads: explicit count for both; None takes the ``--threads`` option if one was given
+            (:func:`set_thread_option`), else the user's ``OMP_NUM_THREADS``, else the defaults:
+            OpenCV ``default_threads(workers)``, torch ``default_threads(workers, idle_cores())``.
+        workers: worker processes / threads the verb runs (its ``--workers`` / ``--num-workers``).
+
+    Returns:
+        The torch intra-op thread count now in effect.
+
+    Raises:
+        ValueError: ``threads`` is not positive or ``workers`` is negative.
+    """
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be positive, got {threads}")
+    chosen = next((t for t in (threads, _option[0], _USER_THREADS) if t is not None), None)
+    if chosen is None:
+        cv_count, torch_count = default_threads(workers), default_threads(workers, idle_cores())
+    else:
+        cv_count = torch_count = int(chosen)
+    for names, count in ((_TORCH_VARS, torch_count), (_CV_VARS, cv_count)):
+        for var in names:
+            os.environ[var] = str(count)  # inherited by processes spawned from here on
+    import cv2
+    import torch
+
+    torch.set_num_threads(torch_count)
+    cv2.setNumThreads(cv_count)
+    return torch_count

@@ -1,0 +1,109 @@
+"""usfmae.runtime: threads x workers fit the cores; --threads, OMP_NUM_THREADS and the defaults."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import pytest
+import torch
+
+from usfmae import cli, runtime
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    """Each test may change the process's thread settings; put the suite's back afterwards."""
+    for var in runtime._THREAD_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, "1"))
+    monkeypatch.setattr(runtime, "_USER_THREADS", None)
+    torch_before, cv_before, option_before = torch.get_num_threads(), cv2.getNumThreads(), runtime._option[0]
+    yield
+    runtime._option[0] = option_before
+    torch.set_num_threads(torch_before)
+    cv2.setNumThreads(cv_before)
+
+
+@pytest.mark.parametrize("workers, cores, expected", [
+    (0, 2, 2), (1, 2, 2), (2, 2, 1), (3, 2, 1), (0, 1, 1), (2, 16, 8), (3, 16, 5), (14, 16, 1), (0, 16, 16),
+])
+def test_threads_times_workers_fit_the_cores(workers, cores, expected):
+    assert runtime.default_threads(workers, cores) == expected
+    assert expected * max(workers, 1) <= cores or expected == 1
+
+
+def test_cores_are_the_affinity_mask_not_the_machine():
+    assert runtime.available_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("cores, load, idle", [(2, 0.3, 2), (2, 0.7, 1), (2, 7.2, 1), (16, 3.4, 13), (4, 0.0, 4)])
+def test_idle_cores_discount_the_load_of_other_processes(monkeypatch, cores, load, idle):
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert runtime.idle_cores(cores) == idle
+
+
+@pytest.mark.parametrize("workers, load, torch_threads, cv_threads", [
+    (0, 0.0, 4, 4),   # idle machine: every core for both
+    (0, 2.2, 2, 4),   # two cores busy elsewhere: torch's OpenMP keeps off them, OpenCV's pool need not
+    (2, 0.0, 2, 2),   # two worker processes share the cores
+    (2, 3.5, 1, 2),
+])
+def test_default_counts_on_a_busy_machine(restore_threads, monkeypatch, workers, load, torch_threads, cv_threads):
+    monkeypatch.setattr(runtime, "available_cores", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    runtime._option[0] = None
+    assert runtime.configure_threads(None, workers) == torch_threads
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == (torch_threads, cv_threads)
+    assert (os.environ["OMP_NUM_THREADS"], os.environ["OPENCV_FOR_THREADS_NUM"]) == (str(torch_threads), str(cv_threads))
+
+
+@pytest.mark.parametrize("bad", [0, -2])
+def test_bad_counts_are_refused(bad, restore_threads):
+    with pytest.raises(ValueError, match="positive"):
+        runtime.configure_threads(bad, 0)
+    with pytest.raises(ValueError, match="positive"):
+        runtime.set_thread_option(bad)
+    with pytest.raises(ValueError, match=">= 0"):
+        runtime.default_threads(bad - 1)
+
+
+@pytest.mark.parametrize("explicit, option, user, expected", [
+    (3, 2, 4, 3),            # the caller's count wins
+    (None, 2, 4, 2),         # then --threads
+    (None, None, 4, 4),      # then the user's OMP_NUM_THREADS
+    (None, None, None, 1),   # then cores // workers (2 workers on 2 cores)
+])
+def test_precedence_and_what_it_sets(restore_threads, monkeypatch, explicit, option, user, expected):
+    monkeypatch.setattr(runtime, "available_cores", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(runtime, "_USER_THREADS", user)
+    runtime._option[0] = option
+    assert runtime.configure_threads(explicit, workers=2) == expected
+    assert torch.get_num_threads() == expected and cv2.getNumThreads() == expected
+    # worker processes started from here on inherit the count
+    assert {os.environ[v] for v in runtime._THREAD_VARS} == {str(expected)}
+
+
+@pytest.mark.parametrize("argv", [["--threads", "3", "sources", "list"], ["sources", "--threads", "3", "list"]])
+def test_cli_threads_before_or_after_the_verb(restore_threads, capsys, argv):
+    assert cli.main(argv) == 0
+    assert runtime._option[0] == 3 and os.environ["OMP_NUM_THREADS"] == "3"
+    assert "105US" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_cli_bad_threads_is_one_line_and_exit_2(restore_threads, capsys, value):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--threads", value, "sources", "list"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and "--threads" in err
+
+
+def test_a_verb_sizes_its_threads_to_its_workers(restore_threads, monkeypatch, phantom_dataset, tmp_path):
+    monkeypatch.setattr(runtime, "available_cores", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    runtime._option[0] = None
+    torch.set_num_threads(1)
+    assert cli.main(["pack", str(phantom_dataset / "clean"), "--out", str(tmp_path / "shards"), "--size", "32",
+                     "--workers", "2"]) == 0
+    assert torch.get_num_threads() == 2  # 4 cores / 2 decode threads
