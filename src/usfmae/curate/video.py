@@ -14,6 +14,7 @@ public name of this module is also importable from :mod:`usfmae.curate.readers`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,11 @@ _NONREF_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video"})
 # only, so the timestamps of reordered (B-frame) video there say nothing about display order.
 _PTS_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "mpeg", "mpegts", "ogg", "flv"})
 # 8-bit planar formats converted by a lookup table on the luma plane when the chroma is neutral.
+# Frames a truncated or damaged stream may have lost around the cut: with B-frames a lost packet can
+# sit this far (H.264's largest reordering) before frames already decoded, shifting their position
+# in presentation order. Sampled frames are therefore released only once a frame this many
+# positions later has been read, and the ones still held back are dropped when the stream fails.
+_REORDER_HOLD = 16
 _LUMA_FORMATS = frozenset({"gray", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
                            "yuv440p", "yuvj440p", "yuv411p", "yuv410p"})
 
@@ -51,30 +57,37 @@ class VideoPlan:
         picks: presentation timestamp (stream time base) -> frame index, for the sampled frames.
         first_pts: timestamp of the first frame (timestamps are reported relative to it).
         n_frames: frames in the stream.
+        n_packets: non-empty packets demuxed (frames FFmpeg discards included), to compare with
+            the container's frame count (fewer: the file is truncated).
     """
 
     mode: str
     picks: dict[int, int]
     first_pts: int
     n_frames: int
+    n_packets: int = 0
 
 
-def _packet_times(container, stream) -> tuple[list[int] | None, bool]:
-    """Presentation timestamps of all packets (None if one lacks it) and whether all are keyframes."""
+def _packet_times(container, stream) -> tuple[list[int] | None, bool, int]:
+    """Presentation timestamps of all packets (None if one lacks it), whether all are keyframes, and
+    the number of non-empty packets."""
     import av
 
-    pts, all_key = [], True
+    pts, all_key, count = [], True, 0
     try:
         for packet in container.demux(stream):
-            if not packet.size or packet.is_discard:  # end-of-stream marker; frames FFmpeg drops itself
+            if not packet.size:  # end-of-stream marker
+                continue
+            count += 1
+            if packet.is_discard:  # frames FFmpeg drops itself (edit lists)
                 continue
             if packet.pts is None:
-                return None, False
+                return None, False, count
             pts.append(packet.pts)
             all_key = all_key and packet.is_keyframe
     except av.error.FFmpegError:  # e.g. truncated: decode what can be decoded, without a plan
-        return None, False
-    return pts, all_key
+        return None, False, count
+    return pts, all_key, count
 
 
 def plan_video(container, stream, fps: float) -> VideoPlan | None:
@@ -89,7 +102,7 @@ def plan_video(container, stream, fps: float) -> VideoPlan | None:
     trusted = bool(_PTS_CONTAINERS.intersection(container.format.name.split(",")))
     if not (trusted or codec.intra_only):
         return None
-    pts, all_key = _packet_times(container, stream)
+    pts, all_key, count = _packet_times(container, stream)
     container.seek(0, stream=stream)  # back to the start for the decoding pass
     if not pts or len(set(pts)) != len(pts):
         return None
@@ -101,7 +114,7 @@ def plan_video(container, stream, fps: float) -> VideoPlan | None:
         mode = "intra"
     else:
         mode = "nonref" if codec.name in _NONREF_SKIP_CODECS else "all"
-    return VideoPlan(mode, picks, pts[0], len(pts))
+    return VideoPlan(mode, picks, pts[0], len(pts), count)
 
 
 def _luma_lut(frame) -> np.ndarray | None:
@@ -182,12 +195,14 @@ def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None 
             stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg
         stream.thread_count = threads  # PyAV's default is slice threads, one per core
         luts: dict = {}
+        expected = int(stream.frames or 0)  # the container's frame count (0: not recorded)
         try:
             selective = VIDEO_SELECTIVE_DECODE if selective is None else selective
             plan = plan_video(container, stream, fps) if selective and fps > 0 else None
-            yielded = 0
+            yielded, packets = 0, [0]
             if plan is not None:
-                for index, t, frame in _decode_planned(container, stream, plan):
+                packets[0] = plan.n_packets
+                for index, t, frame in _held_back(_decode_planned(container, stream, plan), expected, packets):
                     yielded += 1
                     yield Frame(video_frame_pixels(frame, luts), index, round(t, 6), 8, group_id)
                 if not yielded:  # decoder timestamps unlike the packets': start again, decode all
@@ -195,10 +210,28 @@ def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None 
                     stream.codec_context.flush_buffers()
                     stream.codec_context.skip_frame = "DEFAULT"
             if not yielded:
-                for index, t, frame in _decode_all(container, stream, fps):
+                packets[0] = 0
+                decoded = _decode_all(container, stream, fps, packets)
+                for index, t, frame in _held_back(decoded, expected, packets):
                     yield Frame(video_frame_pixels(frame, luts), index, round(t, 6), 8, group_id)
         except av.error.FFmpegError as exc:
             raise ReadError(f"video decoding failed: {exc}") from exc
+
+
+def _held_back(frames: Iterator[tuple[int, float, object]], expected: int,
+               packets: list[int]) -> Iterator[tuple[int, float, object]]:
+    """``frames`` (index, seconds, frame), each released once one ``_REORDER_HOLD`` positions later
+    was read, so that a failing or truncated stream (fewer packets than ``expected``; ``packets[0]``
+    holds the count read) yields the same frames whatever was decoded around the cut, then raises
+    :class:`ReadError`. A complete stream yields every frame."""
+    pending: collections.deque = collections.deque()
+    for item in frames:  # a decoding error propagates from here: the frames held back are dropped
+        while pending and pending[0][0] + _REORDER_HOLD <= item[0]:
+            yield pending.popleft()
+        pending.append(item)
+    if expected and packets[0] < expected:
+        raise ReadError(f"video truncated: {packets[0]} of {expected} frames in the file")
+    yield from pending
 
 
 def _decoded(stream, packets: Iterator) -> Iterator:
@@ -243,11 +276,19 @@ def _decode_planned(container, stream, plan: VideoPlan) -> Iterator[tuple[int, f
             yield index, (frame.pts - plan.first_pts) * base, frame
 
 
-def _decode_all(container, stream, fps: float) -> Iterator[tuple[int, float, object]]:
-    """(index, seconds, frame) of sampled frames, decoding every frame (no usable timestamps)."""
+def _counted(packets: Iterator, count: list[int]) -> Iterator:
+    """``packets``, adding the non-empty ones to ``count[0]``."""
+    for packet in packets:
+        count[0] += bool(packet.size)
+        yield packet
+
+
+def _decode_all(container, stream, fps: float, count: list[int]) -> Iterator[tuple[int, float, object]]:
+    """(index, seconds, frame) of sampled frames, decoding every frame (no usable timestamps);
+    ``count[0]`` receives the number of packets read."""
     rate, base = float(stream.average_rate or stream.guessed_rate or 30), stream.time_base
     sampler, t0 = TimeSampler(fps, 0.5 / rate), None
-    for i, frame in enumerate(_decoded(stream, container.demux(stream))):
+    for i, frame in enumerate(_decoded(stream, _counted(container.demux(stream), count))):
         # frame.time is NaN for frames drained by a flush (no packet time base): use the stream's.
         t = float(frame.pts * base) if frame.pts is not None and base else i / rate
         t0 = t if t0 is None else t0
