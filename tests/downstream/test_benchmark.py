@@ -106,3 +106,41 @@ def test_suite_values_are_type_checked(data_root: Path, tmp_path: Path) -> None:
     groups = benchmark.plan(suite, data_root, tmp_path, models=["vgg19"], datasets=["busbra"],
                             overrides={"lr": "1e-3", "seeds": 3, "epochs": 2.0})
     assert (groups[0].cfg.lr, groups[0].cfg.seeds, groups[0].cfg.epochs) == (1e-3, [3], 2)
+
+
+def test_paper_suite_gains_the_ultrasam_row(data_root: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "usfmae.pt"
+    weights.write_bytes(b"not read while planning")
+    suite = benchmark.load_suite("paper")
+    assert "ultrasam" in benchmark.left_out(suite, None)  # no --fm-weights: left out, with where to get it
+    assert "s3.unistra.fr" in benchmark.left_out(suite, str(tmp_path))["ultrasam"]
+    (tmp_path / "UltraSam.pth").write_bytes(b"not read while planning")
+    groups = benchmark.plan(suite, data_root, tmp_path / "out", weights=str(weights), fm_weights=str(tmp_path))
+    ultrasam = [g.cfg for g in groups if g.model == "ultrasam"]
+    assert len(groups) == 15 and [c.data.split(":")[0] for c in ultrasam] == ["busbra", "mmotu", "gist514"]
+    assert (ultrasam[0].weights, ultrasam[0].img_size, ultrasam[0].in_chans) == (str(tmp_path / "UltraSam.pth"), 224, 3)
+    assert suite.with_paper
+
+
+def test_fm_zoo_runs_the_available_models_resumes_and_marks_published_rows(data_root: Path, tmp_path: Path) -> None:
+    import torch
+    from fixtures_checkpoints import sam_image_encoder, sam_to_ultrasam, tinyusfm
+
+    fm = tmp_path / "weights"
+    fm.mkdir()
+    torch.save(sam_to_ultrasam(sam_image_encoder()), fm / "UltraSam.pth")
+    torch.save(tinyusfm(), fm / "TinyUSFM.pth")
+    zoo = benchmark.load_suite("fm-zoo")
+    suite = dataclasses.replace(zoo, recipe={**zoo.recipe, "epochs": 1, "batch_size": 8, "bootstrap": 0})
+    kwargs = dict(fm_weights=str(fm), datasets=["mmotu", "gist514"], overrides={"img_size": 64})
+    first = benchmark.run(suite, data_root, tmp_path / "out", **kwargs)
+    assert sorted({g["model"] for g in first["groups"]}) == ["tinyusfm", "ultrasam", "ultrasam_224"]
+    assert "drive.google.com" in first["left_out"]["usfm"] and "usfmae" in first["left_out"]
+    assert (first["cells_run"], first["cells_skipped"]) == (12, 0)  # 3 models x (1 MMOTU + 3 GIST514 splits)
+    again = benchmark.run(suite, data_root, tmp_path / "out", **kwargs)
+    assert (again["cells_run"], again["cells_skipped"]) == (0, 12)
+    rows = [line.split(" | ")[0][2:] for line in Path(again["table"]).read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and not line.startswith("| model")]
+    assert rows[:3] == ["ultrasam", "ultrasam_224", "tinyusfm"]  # measured, in suite order
+    assert "UltraSam (paper)" in rows and "USF-MAE (paper)" in rows
+    assert "not measured here" in Path(again["table"]).read_text(encoding="utf-8")

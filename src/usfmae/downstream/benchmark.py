@@ -4,7 +4,9 @@ seeds, fine-tuned) and the probe curve (linear / k-NN x label fractions x folds 
 A benchmark suite is a YAML file (``configs/benchmark/paper.yaml`` is the paper's Table 2) with ``models``,
 ``datasets``, a shared ``recipe`` (any :class:`~usfmae.train.finetune.FinetuneConfig` field), an
 optional ``sweep`` (field -> list of values) and placeholders ``{data_root}``, ``{weights}``,
-``{baseline_weights}`` filled from the command line. Results land in
+``{baseline_weights}``, ``{fm_weights}`` filled from the command line (a model whose
+``{fm_weights}`` file is absent is left out of the grid with one line saying where its project
+publishes it; ``with_paper: true`` adds the published rows to the report). Results land in
 ``OUT/<dataset>/<model>/<setting>/`` (one report-schema JSON per cell); a cell whose JSON exists is
 skipped, so an interrupted grid resumes where it stopped. At the end the report renderer writes
 the table.
@@ -29,6 +31,7 @@ from usfmae.data.images import preload_images
 from usfmae.errors import ConfigError, UsfmaeError
 from usfmae.eval.probes import knn_probe, linear_probe
 from usfmae.fileio import RejectLog, atomic_open, read_json, write_json
+from usfmae.models.adapters import ADAPTERS, SPECS
 from usfmae.models.encoder import extract_features, load_encoder, pick_device
 from usfmae.train import finetune
 from usfmae.train.finetune import FinetuneConfig
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 # Built-in suites ship as package data (usfmae/configs/benchmark; the repository's top-level
 # configs/ is a link to usfmae/configs, so presets have one home).
 SUITE_DIRS = (Path(__file__).resolve().parents[1] / "configs" / "benchmark",)
-PLACEHOLDERS = ("data_root", "weights", "baseline_weights")
+PLACEHOLDERS = ("data_root", "weights", "baseline_weights", "fm_weights")
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Suite:
     datasets: dict[str, dict[str, Any]]
     recipe: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
+    with_paper: bool = False  # the report adds the paper's published rows
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -65,7 +69,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
-    unknown = sorted(set(raw) - {"name", "models", "datasets", "recipe", "sweep"})
+    unknown = sorted(set(raw) - {"name", "models", "datasets", "recipe", "sweep", "with_paper"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     for section in ("models", "datasets"):
@@ -73,7 +77,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
             raise ConfigError(f"{path}: '{section}' must be a non-empty mapping")
     recipe = {k: as_number(v) for k, v in (raw.get("recipe") or {}).items()}
     sweep = {k: [as_number(x) for x in (v if isinstance(v, list) else [v])] for k, v in (raw.get("sweep") or {}).items()}
-    return Suite(str(raw.get("name", path.stem)), raw["models"], raw["datasets"], recipe, sweep)
+    return Suite(str(raw.get("name", path.stem)), raw["models"], raw["datasets"], recipe, sweep,
+                 bool(raw.get("with_paper", False)))
 
 
 def as_number(value: Any) -> Any:
@@ -161,21 +166,40 @@ class Group:
     cfg: FinetuneConfig
 
 
+def left_out(suite: Suite, fm_weights: str | None, models: list[str] | None = None) -> dict[str, str]:
+    """Models whose ``{fm_weights}`` file is absent: ``{name: one line saying where to get it}``."""
+    out = {}
+    for name, mspec in suite.models.items():
+        template = str(mspec.get("weights", ""))
+        if "{fm_weights}" not in template or (models and name not in models):
+            continue
+        path = _fill(template, {"fm_weights": fm_weights})
+        if path is not None and Path(path).is_file():
+            continue
+        spec = SPECS.get(str(mspec.get("model")))
+        where = spec.weights if spec else "see the README, Foundation models"
+        out[name] = f"{path + ' not found' if path else 'no --fm-weights folder given'}; {where}"
+    return out
+
+
 def plan(suite: Suite, data_root: str | Path, out: str | Path, weights: str | None = None,
          baseline_weights: str | None = None, sweep: bool = False, models: list[str] | None = None,
-         datasets: list[str] | None = None, overrides: dict[str, Any] | None = None) -> list[Group]:
+         datasets: list[str] | None = None, overrides: dict[str, Any] | None = None,
+         fm_weights: str | None = None) -> list[Group]:
     """Resolve the suite into runnable groups (validating every config before anything runs)."""
-    values = {"data_root": str(data_root), "weights": weights, "baseline_weights": baseline_weights}
+    values = {"data_root": str(data_root), "weights": weights, "baseline_weights": baseline_weights,
+              "fm_weights": fm_weights}
     for wanted, have, what in ((models, suite.models, "model"), (datasets, suite.datasets, "dataset")):
         missing = sorted(set(wanted or []) - set(have))
         if missing:
             raise ConfigError(f"unknown {what}(s) {', '.join(missing)}; suite {suite.name} has {', '.join(have)}")
+    absent = left_out(suite, fm_weights, models)
     groups = []
     for dname, dspec in suite.datasets.items():
         if datasets and dname not in datasets:
             continue
         for mname, mspec in suite.models.items():
-            if models and mname not in models:
+            if (models and mname not in models) or mname in absent:
                 continue
             mspec = {k: _fill(v, values) for k, v in mspec.items()}
             if "{weights}" in str(suite.models[mname].get("weights", "")) and mspec.get("weights") is None:
@@ -204,16 +228,19 @@ def plan(suite: Suite, data_root: str | Path, out: str | Path, weights: str | No
 def run(suite: Suite | str | Path, data_root: str | Path, out: str | Path, weights: str | None = None,
         baseline_weights: str | None = None, sweep: bool = False, models: list[str] | None = None,
         datasets: list[str] | None = None, overrides: dict[str, Any] | None = None,
-        render: bool = True) -> dict[str, Any]:
+        render: bool = True, fm_weights: str | None = None) -> dict[str, Any]:
     """Run (or resume) the grid and render the report.
 
     Returns:
-        ``{"cells_run", "cells_skipped", "groups", "results": [paths], "table": path or None}``;
-        also written to ``OUT/benchmark.json``.
+        ``{"cells_run", "cells_skipped", "groups", "left_out": {model: reason}, "results": [paths],
+        "table": path or None}``; also written to ``OUT/benchmark.json``.
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     out = Path(out)
-    groups = plan(suite, data_root, out, weights, baseline_weights, sweep, models, datasets, overrides)
+    absent = left_out(suite, fm_weights, models)
+    for name, reason in absent.items():
+        log.warning("%s left out: %s", name, reason)
+    groups = plan(suite, data_root, out, weights, baseline_weights, sweep, models, datasets, overrides, fm_weights)
     ran = skipped = 0
     results: list[str] = []
     for i, group in enumerate(groups, 1):
@@ -225,18 +252,20 @@ def run(suite: Suite | str | Path, data_root: str | Path, out: str | Path, weigh
     summary_out: dict[str, Any] = {"suite": suite.name, "cells_run": ran, "cells_skipped": skipped,
                                    "groups": [{"model": g.model, "dataset": g.dataset, "setting": g.setting,
                                                "out": g.cfg.out} for g in groups],
-                                   "results": results, "table": None}
+                                   "left_out": absent, "results": results, "table": None}
     if render and results:
-        summary_out["table"] = str(render_report(out, list(suite.models)))
+        summary_out["table"] = str(render_report(out, list(suite.models), suite.with_paper))
     write_json(out / "benchmark.json", summary_out)
     return summary_out
 
 
-def render_report(out: Path, models: list[str]) -> Path:
-    """Table 2 layout (models x datasets, P/R/F1) in Markdown and CSV, plus confusion matrices."""
+def render_report(out: Path, models: list[str], with_paper: bool = False) -> Path:
+    """Table 2 layout (models x datasets, P/R/F1) in Markdown and CSV, plus confusion matrices;
+    ``with_paper`` adds the published rows, marked as such."""
     from usfmae.eval import report
 
-    written = report.write_report(out, report.ReportConfig(out=str(out / "report"), models=models))
+    written = report.write_report(out, report.ReportConfig(out=str(out / "report"), models=models,
+                                                            with_paper=with_paper))
     return next(p for p in written["tables"] if p.suffix == ".md")
 
 
@@ -247,7 +276,8 @@ class ProbeConfig:
 
     data: str = opt("", "labelled data KIND:PATH (see usfmae finetune --help)")
     weights: str | None = opt(None, "encoder checkpoint; none = --model from scratch (the control)")
-    model: str = opt("mae_vit_base_patch16", "encoder registry name (architecture hint for --weights)")
+    model: str = opt("mae_vit_base_patch16", "encoder registry name (architecture hint for --weights), or a "
+                     f"foundation model with its published --weights: {', '.join(ADAPTERS)}")
     out: str = opt("probe_out", "output folder")
     pool: str = opt("cls", "pooled feature", choices=["cls", "mean"])
     methods: list[str] = opt(["linear", "knn"], "probes to fit: linear (logistic regression), knn")

@@ -46,7 +46,8 @@ PROTOCOL_KEYS = ("input_size", "in_chans", "pretraining", "pretraining_source", 
                  "weights", "mode", "pool", "model")
 SHORT = {"precision": "P", "recall": "R", "f1": "F1"}
 DATASET_TITLES = {"busbra": "BUS-BRA", "mmotu": "MMOTU-2D", "gist514": "GIST514-DB", "phantom": "Phantom"}
-PAPER_NOTE = ("Paper rows: published Table 2 values (averaging not stated; single numbers). "
+PAPER_NOTE = ("Rows marked (paper) are published numbers from the USF-MAE paper's Table 2 (averaging not "
+              "stated; single numbers), not measured here; every other row was measured by these runs. "
               "UltraSam's pretraining included the training splits of all three benchmarks.")
 
 

@@ -34,6 +34,7 @@ from usfmae.data.transforms import augment_batch
 from usfmae.eval import metrics, report
 from usfmae.eval.probes import knn_probe, linear_probe
 from usfmae.fileio import RejectLog, read_json
+from usfmae.models.adapters import ADAPTERS
 from usfmae.models.baselines import create_baseline
 from usfmae.models.classifier import EncoderClassifier, param_groups_layer_decay
 from usfmae.models.encoder import EncoderInfo, data_contract, extract_features, load_encoder, pick_device
@@ -54,7 +55,8 @@ class FinetuneConfig:
     data: str = opt("", "labelled data KIND:PATH, KIND in busbra, mmotu, gist514, folder, csv, phantom")
     out: str = opt("finetune_out", "output folder (one results JSON per fold and seed)")
     model: str = opt("mae_vit_base_patch16", "encoder registry name (for --weights: architecture hint), "
-                     "or a baseline: vgg19, resnet50, vit_b16")
+                     "a baseline: vgg19, resnet50, vit_b16, or a foundation model with its published "
+                     f"--weights: {', '.join(ADAPTERS)}")
     weights: str | None = opt(None, "encoder checkpoint (ours, released USF-MAE, facebookresearch MAE); for a "
                               "baseline a local ImageNet weight file; none = random init")
     mode: str = opt("finetune", "finetune (train everything), linear (logistic probe on frozen features), knn",
