@@ -18,6 +18,59 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 
+def is_utf8(name: str | os.PathLike) -> bool:
+    """True when a (file) name is valid UTF-8, i.e. holds no undecodable bytes (surrogate escapes)."""
+    try:
+        str(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_name(name: str | os.PathLike) -> str:
+    """``name`` with bytes that are not UTF-8 shown as ``\\xNN``: safe to print, log and store."""
+    return os.fsencode(str(name)).decode("utf-8", "backslashreplace")
+
+
+def unsafe_id(item_id: str) -> str | None:
+    """Why ``item_id`` cannot name output files under a run's folder, or None when it can.
+
+    An id becomes a relative path (``images/<id>.png``): it must be non-empty UTF-8 text of
+    ``/``-separated parts, none empty, ``.`` or ``..``, with no backslash, NUL or control character,
+    and not absolute, so it can never point outside the output folder.
+    """
+    if not item_id:
+        return "empty id"
+    if not is_utf8(item_id):
+        return "id is not valid UTF-8"
+    if any(ord(c) < 32 or c == "\x7f" for c in item_id) or "\\" in item_id:
+        return "id holds a control character or backslash"
+    if item_id.startswith("/") or any(part in ("", ".", "..") for part in item_id.split("/")):
+        return "id is not a plain relative name (absolute, '..', '.' or an empty part)"
+    return None
+
+
+def resolve_under(base: str | os.PathLike, relative: str, allow_outside: bool = False) -> Path:
+    """``base / relative``, refusing (``DataError``) a path that leaves ``base`` unless allowed.
+
+    Manifests name their files relative to their own folder; a path such as ``../../etc/passwd`` or
+    ``/home/x`` (or a symlink out) would make a stage read any file. Symlinks are resolved.
+    """
+    from usfmae.errors import DataError
+
+    base = Path(base)
+    path = base / relative
+    if allow_outside:
+        return path
+    try:
+        inside = path.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError, ValueError):
+        inside = False
+    if not inside:
+        raise DataError(f"{printable_name(relative)}: path leaves the manifest's folder (--allow-outside to accept)")
+    return path
+
+
 def ensure_output_dir(path: str | os.PathLike) -> Path:
     """Create the output folder ``path`` (and parents), or raise one clear ``DataError``.
 
@@ -119,8 +172,9 @@ class RejectLog:
     def reject(self, file: str | os.PathLike, reason: str, **extra: Any) -> None:
         """Record that ``file`` was skipped because of ``reason`` (one short sentence)."""
         self.count += 1
-        self._log.warning("skipped %s: %s", file, reason)
-        append_jsonl(self.path, {"file": str(file), "reason": reason, **extra})
+        shown = printable_name(file)  # a name with undecodable bytes would break the log and the JSON
+        self._log.warning("skipped %s: %s", shown, reason)
+        append_jsonl(self.path, {"file": shown, "reason": reason, **extra})
 
     def read(self) -> list[dict]:
         return read_jsonl(self.path) if self.path.exists() else []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -188,3 +189,56 @@ def test_cli(root, tmp_path, capsys):
         main(["ingest", str(root), "--out", str(out), "--near-dup", "maybe"])
     assert exc.value.code == 2
     shutil.rmtree(out)
+
+
+def scanner_root(root: Path) -> Path:
+    """Ultrasound DICOMs as scanners send them, a CT among them, a bomb and a non-UTF-8 name."""
+    from pydicom.data import get_testdata_file
+    from test_readers import deflated_copy, png_header_only
+
+    src = root / "scanner"
+    src.mkdir(parents=True)
+    shutil.copy(get_testdata_file("OBXXXX1A_expb.dcm"), src / "a_big_endian_palette.dcm")
+    deflated_copy("gdcm-US-ALOKA-16.dcm", src / "b_deflated.dcm")
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "c_ct.dcm")
+    png_header_only(src / "d_bomb.png", 30000, 30000)
+    cv2.imwrite(str(src / "e_ok.png"), texture(5))
+    (Path(os.fsdecode(os.fsencode(str(src)) + b"/f_\xff\xfe.png"))).write_bytes((src / "e_ok.png").read_bytes())
+    cv2.imwrite(str(src / "g_constant.png"), np.full((32, 32), 7, np.uint8))
+    return root
+
+
+def test_scanner_dicoms_modality_bomb_and_bad_names(tmp_path):
+    root = scanner_root(tmp_path / "root")
+    out = tmp_path / "out"
+    result, manifest = ingest(root, out)
+    by_file = manifest.set_index("source_path")
+    assert by_file.loc["scanner/a_big_endian_palette.dcm", ["status", "modality", "width"]].tolist() == ["ok", "US", 800]
+    assert by_file.loc["scanner/b_deflated.dcm", ["status", "modality", "width"]].tolist() == ["ok", "US", 640]
+    assert by_file.loc["scanner/c_ct.dcm", ["status", "modality", "reason"]].tolist() == [
+        "rejected", "CT", "modality CT, not US (see --modality)"]
+    assert "more than the limit of" in by_file.loc["scanner/d_bomb.png", "reason"]
+    assert by_file.loc["scanner/f_\\xff\\xfe.png", "reason"] == "file name is not valid UTF-8 (rename the file)"
+    assert by_file.loc["scanner/e_ok.png", "status"] == "ok" and by_file.loc["scanner/e_ok.png", "modality"] == ""
+    # Every reject, file-level or frame-level, is in rejects.jsonl.
+    rejects = pd.read_json(out / "rejects.jsonl", lines=True)
+    assert sorted(Path(f).name for f in rejects["file"]) == ["c_ct.dcm", "d_bomb.png", "f_\\xff\\xfe.png", "g_constant.png"]
+    assert rejects.set_index(rejects["file"].map(lambda f: Path(f).name)).loc["g_constant.png", "frame"] == 0
+    assert result["ok"] == 3 and result["rejected"] == 4
+    # A rerun resumes past the bad name (no crash) and changes nothing.
+    again, manifest2 = ingest(root, out)
+    assert again["processed"] == 0 and manifest2.equals(manifest)
+
+
+def test_modality_any_takes_ct(tmp_path):
+    root = scanner_root(tmp_path / "root")
+    _, manifest = ingest(root, tmp_path / "out", modality="any")
+    assert manifest.set_index("source_path").loc["scanner/c_ct.dcm", ["status", "modality"]].tolist() == ["ok", "CT"]
+    with pytest.raises(ConfigError, match="modality"):
+        IngestConfig(modality="U S;")
+
+
+def test_output_folder_cannot_be_the_input(root, capsys):
+    assert main(["ingest", str(root), "--out", str(root), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be the input folder" in err

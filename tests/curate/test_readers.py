@@ -212,3 +212,97 @@ def test_bad_files_raise_read_error(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ReadError, match=message):
         _frames(tmp_path / name)
+
+
+def deflated_copy(name: str, path: Path, **changes) -> Path:
+    """A pydicom test file re-written with the Deflated Explicit VR Little Endian syntax."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(get_testdata_file(name))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height, followed by a few bytes of junk pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("name, reference", [
+    ("OBXXXX1A_expb.dcm", "OBXXXX1A.dcm"),   # big-endian palette colour (8-bit entries in 16-bit words)
+    ("OBXXXX1A_rle.dcm", "OBXXXX1A.dcm"),    # RLE lossless
+    ("gdcm-US-ALOKA-16_big.dcm", "gdcm-US-ALOKA-16.dcm"),  # big-endian, 16-bit palette
+    ("US1_UNCI.dcm", "US1_J2KI.dcm"),        # JPEG 2000 lossy decodes to its uncompressed twin's size
+])
+def test_dicom_transfer_syntaxes_decode_like_their_reference(name, reference):
+    (frame,) = _frames(get_testdata_file(name))
+    (ref,) = _frames(get_testdata_file(reference))
+    assert frame.modality == "US" and frame.pixels.shape == ref.pixels.shape
+    if name != "US1_UNCI.dcm":
+        np.testing.assert_array_equal(frame.pixels, ref.pixels)
+
+
+def test_palette_colour_is_not_black():
+    (frame,) = _frames(get_testdata_file("OBXXXX1A_expb.dcm"))
+    assert frame.pixels.max() == 255 and round(float(frame.pixels.mean()), 2) == 12.44
+
+
+def test_deflated_dicom_decodes(tmp_path):
+    path = deflated_copy("gdcm-US-ALOKA-16.dcm", tmp_path / "deflated.dcm")
+    (frame,) = _frames(path)
+    (ref,) = _frames(get_testdata_file("gdcm-US-ALOKA-16.dcm"))
+    np.testing.assert_array_equal(frame.pixels, ref.pixels)
+
+
+def test_jpeg_baseline_and_lossless():
+    frames = _frames(get_testdata_file("color3d_jpeg_baseline.dcm"), fps=0)
+    assert len(frames) == 120 and frames[0].pixels.shape == (480, 640, 3)
+    (lossless,) = _frames(get_testdata_file("JPGLosslessP14SV1_1s_1f_8b.dcm"))
+    assert lossless.pixels.shape == (768, 1024) and lossless.pixels.max() == 255
+
+
+def test_dicom_with_a_broken_offset_table_falls_back_to_the_whole_dataset():
+    (frame,) = _frames(get_testdata_file("SC_rgb_jpeg.dcm"))  # iter_pixels refuses its offset table
+    assert frame.pixels.shape == (256, 256, 3)
+
+
+def test_modality_filter_rejects_ct_before_decoding():
+    from usfmae.curate.readers import ModalityError
+
+    with pytest.raises(ModalityError, match="modality CT, not US") as info:
+        _frames(get_testdata_file("CT_small.dcm"), modalities=("US",))
+    assert info.value.modality == "CT"
+    (ct,) = _frames(get_testdata_file("CT_small.dcm"))  # no filter: read
+    assert ct.modality == "CT"
+
+
+def test_pydicom_warnings_stay_silent(tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (frame,) = _frames(get_testdata_file("image_dfl.dcm"))  # deflated, VR mismatch: pydicom warns
+    assert frame.pixels.shape == (512, 512) and caught == []
+
+
+@pytest.mark.parametrize("kind", ["png", "dicom"])
+def test_pixel_limit_checked_from_the_header(tmp_path, kind):
+    if kind == "png":
+        path = png_header_only(tmp_path / "bomb.png", 30000, 30000)
+    else:
+        path = write_cine_dicom(tmp_path / "big.dcm", n_frames=1, timing={}, size=64)
+    limit = 1000 if kind == "dicom" else 8192 * 8192
+    with pytest.raises(ReadError, match=f"more than the limit of {limit}"):
+        _frames(path, max_pixels=limit)

@@ -33,10 +33,12 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from usfmae import imaging
+from usfmae.clean.inputs import list_inputs
 from usfmae.config import check, opt, save_config, to_dict
-from usfmae.curate.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir, read_jsonl
+from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.runtime import configure_threads
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ class CleanConfig:
     ocr: bool = opt(True, "run Tesseract text detection")
     text_check: bool = opt(True, "read each cleaned frame with OCR and record the words left (with ocr)")
     strict: bool = opt(False, "reject frames on which readable words are left after cleaning (needs text-check)")
+    max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse images with more pixels (checked from the file header)")
+    allow_outside: bool = opt(False, "accept manifest paths outside the manifest's folder")
 
     def __post_init__(self) -> None:
         check(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
@@ -63,6 +67,7 @@ class CleanConfig:
         check(self.resize in ("pad", "stretch"), f"resize must be pad or stretch, got {self.resize!r}")
         check(self.sheet >= 0, f"sheet must be >= 0, got {self.sheet}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        check(self.max_pixels >= 1, f"max-pixels must be >= 1, got {self.max_pixels}")
         check((self.text_check and self.ocr) or not self.strict,
               "strict needs ocr and text-check (it drops frames with words left)")
 
@@ -190,20 +195,10 @@ def clean_to_size(image: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, np.n
     return out, mask.astype(bool), result
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB; raises :class:`DataError` naming the file."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror})") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise DataError(f"{path}: not a readable image")
-    if image.ndim == 3 and image.shape[2] >= 3:
-        code = cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-        image = cv2.cvtColor(image, code)
-    return as_rgb(image)
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB (:func:`usfmae.imaging.read_image`: the pixel
+    count is checked from the header first); raises :class:`DataError` naming the file."""
+    return as_rgb(imaging.read_image(path, max_pixels=max_pixels))
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
@@ -215,34 +210,15 @@ def write_png(path: Path, image: np.ndarray) -> None:
             image = image[..., 1]
         else:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    # Encoded in memory, written by Python: OpenCV's file functions crash on non-UTF-8 folder names.
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path}")
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise OSError(f"could not write {path}")
+        tmp.write_bytes(data.tobytes())
 
 
 # ----------------------------------------------------------------------------------- batch runner
-
-def list_inputs(source: str | Path) -> list[tuple[str, Path]]:
-    """``(id, file)`` pairs from an image folder (recursive) or an ingest Parquet manifest."""
-    source = Path(source)
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return [("__".join(p.relative_to(source).with_suffix("").parts), p) for p in files]
-    if source.is_file() and source.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(source).to_pandas()
-        except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise DataError(f"{source}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
-        missing = {"id", "path"} - set(table.columns)
-        if missing:
-            raise DataError(f"{source}: manifest lacks column(s) {', '.join(sorted(missing))}")
-        if "status" in table.columns:
-            table = table[table["status"] == "ok"]
-        return [(str(i), source.parent / str(p)) for i, p in zip(table["id"], table["path"], strict=True)]
-    raise DataError(f"{source}: not an image folder or a .parquet manifest")
-
 
 def _work(task: tuple[str, str, str, dict]) -> dict:
     """Clean one file and write its outputs (runs in a worker process)."""
@@ -250,7 +226,7 @@ def _work(task: tuple[str, str, str, dict]) -> dict:
     cfg = CleanConfig(**cfg_dict)
     start = time.perf_counter()
     try:
-        image = read_image(file)
+        image = read_image(file, cfg.max_pixels)
         cleaned, mask, native = clean_to_size(image, cfg)
         words = residual_words(native.image) if cfg.text_check and cfg.ocr else []
     except DataError as exc:
@@ -286,7 +262,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
 
     configure_threads(None, cfg.workers)  # spawned workers inherit the count through the environment
     out = ensure_output_dir(out)
-    items = list_inputs(source)
+    items, bad_inputs = list_inputs(source, cfg.allow_outside)
     save_config(cfg, out / "clean_config.yaml")
     done_log = out / "done.jsonl"
     done = {r["id"]: r for r in (read_jsonl(done_log) if done_log.exists() else [])
@@ -294,6 +270,9 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     rejects = RejectLog(out / "rejects.jsonl", log)
     # Files rejected by an earlier run stay rejected (delete rejects.jsonl to retry them).
     rejected_before = {r.get("id") for r in rejects.read()}
+    for bad in bad_inputs:
+        if bad["id"] not in rejected_before:
+            rejects.reject(bad["file"], bad["reason"], id=bad["id"])
     todo = [(i, str(f), str(out), to_dict(cfg)) for i, f in items if i not in done and i not in rejected_before]
     cleaned = 0
     pool = mp.get_context("spawn").Pool(cfg.workers, _init_worker) if cfg.workers > 1 and len(todo) > 1 else None
@@ -321,7 +300,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
         write_contact_sheet(sheet, [(Path(done[i]["source"]), out / done[i]["path"], out / done[i]["mask_path"])
                                     for i in dict.fromkeys(picks)], cfg)
     kept = [done[i] for i in wanted]
-    return {"total": len(items), "cleaned": cleaned, "skipped": len(items) - len(todo),
+    return {"total": len(items) + len(bad_inputs), "cleaned": cleaned, "skipped": len(items) - len(todo),
             "rejected": rejects.count + len(rejected_before),
             "residual_words": sum(max(0, r.get("residual_words", 0)) for r in kept),
             "frames_with_text": sum(r.get("residual_words", 0) > 0 for r in kept),
@@ -364,15 +343,14 @@ def write_contact_sheet(path: Path, rows: list[tuple[Path, Path, Path]], cfg: Cl
         else:
             original = resize_output(original, cfg.size, cfg.resize, cv2.INTER_AREA)
         cleaned = read_image(image_path)
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+        mask = imaging.read_image(mask_path)[..., 0] > 127
         gap = np.full((cfg.size, 4, 3), 255, np.uint8)
         tiles.append(np.hstack([original, gap, overlay_mask(original, mask), gap, cleaned]))
     if not tiles:
         return
     sep = np.full((4, tiles[0].shape[1], 3), 255, np.uint8)
     sheet = np.vstack([t for tile in tiles for t in (tile, sep)][:-1])
-    with atomic_path(path) as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    write_png(path, sheet)
 
 
 def quality_metrics(mask: np.ndarray, overlay: np.ndarray, fan: np.ndarray, cleaned: np.ndarray,

@@ -36,6 +36,7 @@ class Frame:
         bit_depth: bits per sample of the stored data before conversion to 8 bits.
         group_id: what frames of one patient/study/clip share ("study:<uid>", "patient:<id>", or
             the file path), used for near-duplicate search and grouped splits.
+        modality: the DICOM Modality of the file, "" for other formats.
     """
 
     pixels: np.ndarray
@@ -43,6 +44,7 @@ class Frame:
     timestamp: float | None
     bit_depth: int
     group_id: str
+    modality: str = ""  # DICOM Modality (US, CT, ...); empty for files that carry none
 
 
 def to_uint8(arr: np.ndarray, bit_depth: int, scale: str = "minmax") -> np.ndarray:

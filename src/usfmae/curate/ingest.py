@@ -56,7 +56,8 @@ from usfmae.curate.hashing import (
 )
 from usfmae.curate.readers import SCALES, detect_kind, read_frames
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir
+from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir, is_utf8, printable_name
+from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.runtime import available_cores, configure_threads
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("height", pa.int32()), ("channels", pa.int8()), ("bit_depth", pa.int8()),
     ("pixel_hash", pa.string()), ("phash", pa.int64()), ("phash_hex", pa.string()),
     ("group_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-    ("duplicate_of", pa.string()), ("phash_distance", pa.int8()),
+    ("duplicate_of", pa.string()), ("phash_distance", pa.int8()), ("modality", pa.string()),
 ])
 
 
@@ -94,6 +95,10 @@ class IngestConfig:
     png_compression: int = opt(1, "PNG zlib level 0-9 (0 = stored: fastest, largest files)")
     min_levels: int = opt(3, "frames with fewer distinct gray levels per channel are rejected "
                              "(1 = constant; 2 = binary, i.e. segmentation masks shipped beside images)")
+    modality: str = opt("US", "DICOM modalities to take, comma-separated (US; US,OT; any = all); "
+                              "other DICOMs (CT, MR, dose grids) are rejected with the reason")
+    max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse frames with more pixels, checked from the file header "
+                                              "before decoding (volumes: 16x this in voxels)")
 
     def __post_init__(self) -> None:
         check(self.fps >= 0, "fps must be >= 0 (0 keeps every frame)")
@@ -101,10 +106,19 @@ class IngestConfig:
         check(self.workers >= 0, "workers must be >= 0")
         check(0 <= self.png_compression <= 9, "png-compression must be 0..9")
         check(1 <= self.min_levels <= 256, "min-levels must be 1..256")
+        check(self.max_pixels >= 1, "max-pixels must be >= 1")
+        check(all(m.isalnum() for m in self.modalities()) or self.modality.strip().lower() == "any",
+              f"modality must be DICOM modality codes separated by commas (or any), got {self.modality!r}")
+
+    def modalities(self) -> tuple[str, ...]:
+        """The accepted DICOM modalities, upper case; empty = any."""
+        if self.modality.strip().lower() == "any":
+            return ()
+        return tuple(m.strip().upper() for m in self.modality.split(",") if m.strip())
 
     def recipe(self) -> str:
         """Settings that change what a worker produces for a file (a change re-processes it)."""
-        keys = ("fps", "axis", "scale", "near_dup", "phash_threshold", "min_levels")
+        keys = ("fps", "axis", "scale", "near_dup", "phash_threshold", "min_levels", "modality", "max_pixels")
         return json.dumps([_FORMAT] + [getattr(self, k) for k in keys])
 
 
@@ -127,7 +141,7 @@ def source_of(rel: Path, root: Path) -> str:
 def _row(rel: Path, root: Path, kind: str | None, **values: Any) -> dict[str, Any]:
     row = {name: None for name in MANIFEST_SCHEMA.names}
     row.update(source=source_of(rel, root), source_path=rel.as_posix(), kind=kind,
-               status="ok", reason="", phash_distance=-1)
+               status="ok", reason="", phash_distance=-1, modality="")
     row.update(values)
     return row
 
@@ -140,6 +154,17 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
     failure, which are kept).
     """
     rel, file = Path(rel_path), Path(root) / rel_path
+    if not is_utf8(rel_path):
+        # Manifests, ids and frame names are UTF-8 text; a name that is not cannot be one of them.
+        shown = Path(printable_name(rel_path))
+        try:
+            stat = file.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns  # so a rerun skips it like any finished file
+        except OSError:
+            size, mtime = -1, -1
+        return {"path": rel_path, "size": size, "mtime_ns": mtime, "recipe": cfg.recipe(),
+                "rows": [_row(shown, Path(root), None, id=_frame_id(shown, 0)[:-6] + "_rejected", frame_index=-1,
+                              status="rejected", reason="file name is not valid UTF-8 (rename the file)")]}
     try:
         stat = file.stat()
     except OSError as exc:  # vanished or unreadable since the folder was listed: retried next run
@@ -155,16 +180,17 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
     seen: dict[str, str] = {}
     kept: list[tuple[int, str]] = []
     error = None
+    modality = ""
     try:
         for frame in read_frames(file, group_id=f"file:{rel.as_posix()}", fps=cfg.fps, axis=cfg.axis,
-                                 scale=cfg.scale):
+                                 scale=cfg.scale, modalities=cfg.modalities(), max_pixels=cfg.max_pixels):
             pixels = frame.pixels
             fid, h, p = _frame_id(rel, frame.index), pixel_hash(pixels), phash(pixels)
             row = _row(rel, Path(root), kind, id=fid, frame_index=frame.index, timestamp=frame.timestamp,
                        width=pixels.shape[1], height=pixels.shape[0],
                        channels=1 if pixels.ndim == 2 else pixels.shape[2], bit_depth=frame.bit_depth,
                        pixel_hash=h, phash=phash_to_int64(p), phash_hex=phash_to_hex(p),
-                       group_id=frame.group_id)
+                       group_id=frame.group_id, modality=frame.modality)
             near = None
             if cfg.near_dup != "keep" and h not in seen:
                 near = min(((hamming(p, q), qid) for q, qid in kept), default=None)
@@ -190,6 +216,7 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
         raise  # our disk, not the input: stop the run instead of rejecting every file
     except DataError as exc:
         error = str(exc)
+        modality = getattr(exc, "modality", "")
     except Exception as exc:  # a reader bug or exotic file must not stop a corpus-sized run
         error = f"{type(exc).__name__}: {exc}"
     if error is not None or not rows:
@@ -197,7 +224,7 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
         if rows:
             reason = f"stopped after {len(rows)} frame(s): {reason}"
         rows.append(_row(rel, Path(root), kind, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
-                         status="rejected", reason=reason))
+                         status="rejected", reason=reason, modality=modality))
     record["rows"] = rows
     return record
 
@@ -214,9 +241,13 @@ class FrameWriteError(DataError):
 def _write_png(path: Path, pixels, level: int) -> None:
     image = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
     try:
+        # Encoded in memory and written by Python: OpenCV's own file functions take the name as
+        # UTF-8 and crash on a folder name that is not.
+        ok, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, level, *_PNG_FLAGS])
+        if not ok:
+            raise OSError("OpenCV could not encode the frame")
         with atomic_path(path) as tmp:
-            if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_PNG_COMPRESSION, level, *_PNG_FLAGS]):
-                raise OSError(f"OpenCV could not write {tmp}")
+            tmp.write_bytes(data.tobytes())
     except OSError as exc:
         raise FrameWriteError(f"{path}: cannot write frame ({exc})") from exc
 
@@ -303,6 +334,8 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     root, out = Path(cfg.root), Path(cfg.out)
     if not root.is_dir():
         raise DataError(f"{root}: input folder not found")
+    if out.resolve() == root.resolve():
+        raise DataError(f"{out}: the output folder cannot be the input folder (choose another --out)")
     ensure_output_dir(out / ".ingest")
     exclude = read_exclude_ids(cfg.exclude) if cfg.exclude else set()
     save_config(cfg, out / "ingest_config.yaml")
@@ -330,8 +363,9 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
         append_jsonl(progress_path, record)
         done[record["path"]] = record
         for row in record["rows"]:
-            if row["status"] == "rejected" and row["frame_index"] == -1:
-                rejects.reject(root / record["path"], row["reason"])
+            if row["status"] == "rejected":
+                extra = {} if row["frame_index"] == -1 else {"frame": row["frame_index"]}
+                rejects.reject(root / record["path"], row["reason"], **extra)
         bar.update(1)
 
     if workers == 1 or len(todo) <= 1:

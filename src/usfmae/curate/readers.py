@@ -28,6 +28,9 @@ To change a video switch such as ``VIDEO_DECODER_THREADS``, set it on :mod:`usfm
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +57,8 @@ from usfmae.curate.video import (  # noqa: F401 (re-exported)
     read_video,
     video_frame_pixels,
 )
+from usfmae.errors import DataError
+from usfmae.imaging import DEFAULT_MAX_PIXELS, header_pixels
 
 
 def _suffix(path: Path) -> str:
@@ -89,8 +94,11 @@ def detect_kind(path: str | Path) -> str | None:
     return "dicom" if _is_dicom(path) else None
 
 
-def read_image(path: Path, group_id: str, scale: str = "minmax") -> Iterator[Frame]:
-    """PNG / JPEG / BMP / TIFF (multi-page TIFF gives one frame per page)."""
+def read_image(path: Path, group_id: str, scale: str = "minmax", max_pixels: int | None = None) -> Iterator[Frame]:
+    """PNG / JPEG / BMP / TIFF (multi-page TIFF gives one frame per page).
+
+    ``max_pixels``: refuse a file whose header claims more pixels, before decoding anything.
+    """
     data = path.read_bytes()
     if not data:
         raise ReadError("empty file")
@@ -98,6 +106,16 @@ def read_image(path: Path, group_id: str, scale: str = "minmax") -> Iterator[Fra
     if suffix in (".jpg", ".jpeg", ".jpe") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
         # libjpeg fills a cut-off JPEG with gray and only warns: refuse it here instead.
         raise ReadError("truncated JPEG (no end-of-image marker)")
+    if max_pixels is not None:
+        try:
+            pixels = header_pixels(data, path.name)
+        except DataError as exc:
+            if "too large" in str(exc):  # beyond even Pillow's own bomb limit
+                raise ReadError(f"image header claims more than the limit of {max_pixels} pixels "
+                                "(see --max-pixels)") from exc
+            # Pillow cannot parse the header: OpenCV would not decode it either
+            raise ReadError(f"cannot decode {suffix or 'file'} (corrupt or truncated header)") from exc
+        _check_pixels(pixels, max_pixels)
     buf = np.frombuffer(data, np.uint8)
     if suffix in (".tif", ".tiff"):
         ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
@@ -110,6 +128,11 @@ def read_image(path: Path, group_id: str, scale: str = "minmax") -> Iterator[Fra
     for index, page in enumerate(pages):
         bit_depth = page.dtype.itemsize * 8
         yield Frame(normalize_channels(to_uint8(page, bit_depth, scale), bgr=True), index, None, bit_depth, group_id)
+
+
+def _check_pixels(pixels: int, max_pixels: int, what: str = "image") -> None:
+    if pixels > max_pixels:
+        raise ReadError(f"{what} has {pixels} pixels, more than the limit of {max_pixels} (see --max-pixels)")
 
 
 def dicom_frame_times(ds, n_frames: int) -> np.ndarray | None:
@@ -128,21 +151,86 @@ def dicom_frame_times(ds, n_frames: int) -> np.ndarray | None:
     return None
 
 
-def read_dicom(path: Path, group_id: str, fps: float = 3.0, scale: str = "minmax") -> Iterator[Frame]:
-    """Single- or multi-frame DICOM; cine sampled at ``fps``, only sampled frames decoded."""
-    import pydicom
-    from pydicom.pixels import apply_color_lut, iter_pixels
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: not readable frame by frame
 
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # pydicom raises many types for broken files
-        raise ReadError(f"not a readable DICOM file: {exc}") from exc
-    if "Rows" not in ds or "Columns" not in ds:
-        raise ReadError("DICOM without image pixels")
+
+class ModalityError(ReadError):
+    """A DICOM file of a modality the run does not take (CT, MR, dose grids, ...)."""
+
+    def __init__(self, message: str, modality: str) -> None:
+        super().__init__(message)
+        self.modality = modality
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """pydicom warns (``UserWarning`` and its logger) about quirks it then handles; the reader
+    reports a file it cannot read in one line, so both stay silent while pydicom runs."""
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _palette_bits(ds) -> int:
+    """Bits actually used by a palette's entries: 8 or 16.
+
+    The descriptor says 16 bits for every palette we have seen, but some scanners (and
+    big-endian re-encodings) store 8-bit entries in 16-bit words (PS3.3 C.7.6.3.1.5 warns of it);
+    dividing those by 256 turns the whole image black. The entries themselves tell.
+    """
+    from pydicom.pixels import apply_color_lut
+
+    n_entries, first = (int(v) for v in ds.RedPaletteColorLookupTableDescriptor[:2])
+    n_entries = n_entries or 65536
+    dtype = np.uint8 if int(ds.get("BitsAllocated") or 8) == 8 and first + n_entries <= 256 else np.uint16
+    lut = apply_color_lut(np.arange(first, first + n_entries).astype(dtype), ds)
+    return 8 if int(lut.max()) <= 255 else 16
+
+
+def read_dicom(path: Path, group_id: str, fps: float = 3.0, scale: str = "minmax",
+               modalities: tuple[str, ...] = (), max_pixels: int | None = None) -> Iterator[Frame]:
+    """Single- or multi-frame DICOM; cine sampled at ``fps``, only sampled frames decoded.
+
+    Every transfer syntax pydicom decodes is read as pydicom decodes it: little/big endian,
+    deflate, RLE, JPEG baseline/lossless/2000 (pylibjpeg), palette colour (8-bit entries in 16-bit
+    words are detected), YBR converted to RGB. ``modalities`` (e.g. ``("US",)``) rejects any other
+    Modality before pixels are decoded; ``max_pixels`` rejects frames larger than that from the
+    header. pydicom's warnings are silenced: a file it cannot read is one :class:`ReadError`.
+    """
+    import pydicom
+    from pydicom.pixels import iter_pixels, pixel_array
+
+    with _quiet():
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as exc:  # pydicom raises many types for broken files
+            raise ReadError(f"not a readable DICOM file: {_first_line(exc)}") from exc
+        modality = str(ds.get("Modality") or "")
+        if modalities and modality.upper() not in modalities:
+            raise ModalityError(f"modality {modality or 'unknown'}, not {'/'.join(modalities)} (see --modality)",
+                                modality)
+        if "Rows" not in ds or "Columns" not in ds:
+            raise ReadError("DICOM without image pixels")
+        try:
+            rows, cols = int(ds.Rows or 0), int(ds.Columns or 0)
+            n_frames = int(ds.get("NumberOfFrames") or 1)
+            times = dicom_frame_times(ds, n_frames) if n_frames > 1 else None
+            photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+            bit_depth = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
+            signed = int(ds.get("PixelRepresentation") or 0) == 1
+            lut_bits = _palette_bits(ds) if photometric == "PALETTE COLOR" else 0
+        except Exception as exc:
+            raise ReadError(f"DICOM header cannot be read: {_first_line(exc)}") from exc
+    if max_pixels is not None:
+        _check_pixels(rows * cols, max_pixels, f"frame ({cols}x{rows})")
     uid, patient = ds.get("StudyInstanceUID"), ds.get("PatientID")
     group_id = f"study:{uid}" if uid else f"patient:{patient}" if patient else group_id
-    n_frames = int(ds.get("NumberOfFrames") or 1)
-    times = dicom_frame_times(ds, n_frames) if n_frames > 1 else None
     if times is None:
         # One frame, or cine without timing: keep all (near-duplicate removal thins the latter).
         indices = list(range(n_frames))
@@ -150,39 +238,90 @@ def read_dicom(path: Path, group_id: str, fps: float = 3.0, scale: str = "minmax
         step = float(np.median(np.diff(times))) if n_frames > 1 else 0.0
         sampler = TimeSampler(fps, 0.5 * step)
         indices = [i for i in range(n_frames) if sampler.want(float(times[i] - times[0]))]
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    bit_depth = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8)
-    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    done = 0
     try:
-        for index, arr in zip(indices, iter_pixels(path, indices=indices), strict=True):
-            if photometric == "PALETTE COLOR":
-                arr = apply_color_lut(arr, ds)
-                arr = to_uint8(arr, 16, "bits") if arr.dtype != np.uint8 else arr
-            elif arr.dtype != np.uint8:
-                arr = to_uint8(arr, bit_depth, "minmax" if signed else scale)
-            if photometric == "MONOCHROME1":
-                arr = 255 - arr  # MONOCHROME1 shows low values as white
-            t = None if times is None else round(float(times[index] - times[0]), 6)
-            yield Frame(normalize_channels(arr), index, t, bit_depth, group_id)
+        if syntax != DEFLATED:
+            # Frame by frame from the file: only the sampled frames are decoded.
+            pixels = iter_pixels(path, indices=indices)
+            try:
+                for index in indices:
+                    with _quiet():
+                        arr = next(pixels)
+                    yield _dicom_frame(arr, ds, index, times, photometric, lut_bits, bit_depth, signed, scale,
+                                       group_id, modality)
+                    done += 1
+                return
+            except StopIteration as exc:
+                raise ReadError("DICOM has fewer frames than NumberOfFrames says") from exc
+            except Exception:
+                if done:  # frames already given: do not start over
+                    raise
+        # Deflated files (not seekable frame by frame) and files whose frame index is broken (an
+        # odd Basic Offset Table): pydicom reads the whole dataset, then each sampled frame.
+        with _quiet():
+            full = pydicom.dcmread(path)
+        for index in indices:
+            with _quiet():
+                arr = pixel_array(full, index=index if n_frames > 1 else None)
+            yield _dicom_frame(arr, ds, index, times, photometric, lut_bits, bit_depth, signed, scale, group_id,
+                               modality)
     except ReadError:
         raise
     except Exception as exc:
-        raise ReadError(f"DICOM pixel data cannot be decoded: {exc}") from exc
+        raise ReadError(f"DICOM pixel data cannot be decoded: {_first_line(exc)}") from exc
 
 
-def _load_volume(path: Path) -> tuple[np.ndarray, int]:
+def _dicom_frame(arr: np.ndarray, ds, index: int, times, photometric: str, lut_bits: int, bit_depth: int,
+                 signed: bool, scale: str, group_id: str, modality: str) -> Frame:
+    from pydicom.pixels import apply_color_lut
+
+    if photometric == "PALETTE COLOR":
+        with _quiet():
+            arr = apply_color_lut(arr, ds)
+        arr = arr.astype(np.uint8) if lut_bits == 8 else to_uint8(arr, 16, "bits")
+    elif arr.dtype != np.uint8:
+        arr = to_uint8(arr, bit_depth, "minmax" if signed else scale)
+    if photometric == "MONOCHROME1":
+        arr = 255 - arr  # MONOCHROME1 shows low values as white
+    t = None if times is None else round(float(times[index] - times[0]), 6)
+    return Frame(normalize_channels(arr), index, t, bit_depth, group_id, modality)
+
+
+VOLUME_PIXELS_FACTOR = 16  # a volume may hold this many max-pixel frames' worth of voxels
+
+
+def _check_volume(shape: tuple[int, ...], max_pixels: int | None) -> None:
+    """Refuse, from the header's shape, volumes whose slices or whole would exhaust memory."""
+    if max_pixels is None:
+        return
+    dims = sorted((int(n) for n in shape[:3]), reverse=True)
+    _check_pixels(int(np.prod(dims[:2])) if len(dims) >= 2 else int(np.prod(dims)), max_pixels, "slice")
+    _check_pixels(int(np.prod([int(n) for n in shape])), VOLUME_PIXELS_FACTOR * max_pixels, "volume")
+
+
+def _load_volume(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, int]:
     """Volume as an (X, Y, Z[, T]) array in NIfTI index order, plus its bit depth."""
     if _suffix(path) in (".nii", ".nii.gz"):
         import nibabel as nib
 
         try:
-            arr = np.asanyarray(nib.load(str(path)).dataobj)
+            image = nib.load(str(path))
+        except Exception as exc:
+            raise ReadError(f"cannot read NIfTI: {exc}") from exc
+        _check_volume(tuple(image.shape), max_pixels)
+        try:
+            arr = np.asanyarray(image.dataobj)
         except Exception as exc:
             raise ReadError(f"cannot read NIfTI: {exc}") from exc
     else:
         import SimpleITK as sitk
 
         try:
+            info = sitk.ImageFileReader()
+            info.SetFileName(str(path))
+            info.ReadImageInformation()
+            _check_volume(tuple(info.GetSize()), max_pixels)
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
             raise ReadError(f"cannot read volume: {str(exc).strip().splitlines()[-1]}") from exc
@@ -195,13 +334,14 @@ def _load_volume(path: Path) -> tuple[np.ndarray, int]:
     return arr, arr.dtype.itemsize * 8
 
 
-def read_volume(path: Path, group_id: str, axis: int = 2, scale: str = "minmax") -> Iterator[Frame]:
+def read_volume(path: Path, group_id: str, axis: int = 2, scale: str = "minmax",
+                max_pixels: int | None = None) -> Iterator[Frame]:
     """Slices of a 2-D, 3-D or 4-D volume along ``axis``; 4-D volumes are sliced per time point.
 
     The slice of an (X, Y, Z) volume at z is shown as (Y, X) rows x columns; the intensity mapping
     to 8 bits is computed once per volume so slices stay comparable. Constant slices are skipped.
     """
-    arr, bit_depth = _load_volume(path)
+    arr, bit_depth = _load_volume(path, max_pixels)
     arr = arr.reshape([n for n in arr.shape if n != 1] or [1])
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -221,7 +361,8 @@ def read_volume(path: Path, group_id: str, axis: int = 2, scale: str = "minmax")
 
 
 def read_frames(path: str | Path, group_id: str | None = None, fps: float = 3.0, axis: int = 2,
-                scale: str = "minmax") -> Iterator[Frame]:
+                scale: str = "minmax", modalities: tuple[str, ...] = (),
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[Frame]:
     """Frames of any supported file (see the module docstring).
 
     Args:
@@ -230,9 +371,14 @@ def read_frames(path: str | Path, group_id: str | None = None, fps: float = 3.0,
         fps: sampling rate for video and DICOM cine; <= 0 keeps every frame.
         axis: slicing axis for volumes (0, 1, 2 in NIfTI x, y, z order).
         scale: "minmax" or "bits" mapping of >8-bit data.
+        modalities: DICOM Modality values to accept (e.g. ``("US",)``); empty accepts all. Other
+            formats carry no modality and are always read.
+        max_pixels: refuse frames (and slices; volumes above 16x this) with more pixels, checked
+            from the file's header before decoding; None: no limit.
 
     Raises:
-        ReadError: the file is empty, corrupt, truncated or of an unsupported type.
+        ReadError: the file is empty, corrupt, truncated, too large or of an unsupported type;
+            :class:`ModalityError` for a DICOM of another modality.
     """
     path = Path(path)
     group_id = group_id or str(path)
@@ -240,11 +386,11 @@ def read_frames(path: str | Path, group_id: str | None = None, fps: float = 3.0,
         raise ReadError("empty file")
     kind = detect_kind(path)
     if kind == "image":
-        return read_image(path, group_id, scale)
+        return read_image(path, group_id, scale, max_pixels)
     if kind == "video":
-        return read_video(path, group_id, fps)
+        return read_video(path, group_id, fps, max_pixels=max_pixels)
     if kind == "dicom":
-        return read_dicom(path, group_id, fps, scale)
+        return read_dicom(path, group_id, fps, scale, modalities, max_pixels)
     if kind == "volume":
-        return read_volume(path, group_id, axis, scale)
+        return read_volume(path, group_id, axis, scale, max_pixels)
     raise ReadError(f"unsupported file type {_suffix(path) or '(no suffix)'}")

@@ -163,7 +163,7 @@ def video_frame_pixels(frame, luts: dict) -> np.ndarray:
 
 
 def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None = None,
-               selective: bool | None = None) -> Iterator[Frame]:
+               selective: bool | None = None, max_pixels: int | None = None) -> Iterator[Frame]:
     """Video frames sampled at ``fps`` from their presentation timestamps.
 
     With ``selective`` (default ``VIDEO_SELECTIVE_DECODE``: True) the packets are first demuxed to
@@ -171,6 +171,7 @@ def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None 
     packets, and H.264 / HEVC / MPEG-1/2 skip the non-reference frames (B-frames) not chosen. The
     frames, indices and timestamps are identical to decoding everything (tested), for a fraction of
     the decoding. ``threads``: decoder threads (default ``VIDEO_DECODER_THREADS``; 0 = FFmpeg's choice).
+    ``max_pixels``: refuse a stream whose frames are larger (from the stream header, nothing decoded).
 
     Yields:
         Frame: pixels (H, W) gray or (H, W, 3) RGB uint8; index = position in presentation order;
@@ -190,6 +191,10 @@ def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None 
         if not container.streams.video:
             raise ReadError("no video stream")
         stream = container.streams.video[0]
+        width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+        if max_pixels is not None and width * height > max_pixels:
+            raise ReadError(f"video frames have {width * height} pixels ({width}x{height}), more than the limit "
+                            f"of {max_pixels} (see --max-pixels)")
         threads = VIDEO_DECODER_THREADS if threads is None else threads
         if threads != 1:
             stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg

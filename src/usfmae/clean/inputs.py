@@ -1,0 +1,103 @@
+"""What ``usfmae clean`` reads: an image folder or an ingest manifest, checked before any work.
+
+Every input becomes an ``(id, file)`` pair; the id names the outputs (``images/<id>.png``), so it
+must be a safe relative name (:func:`usfmae.fileio.unsafe_id`), and a manifest's paths must stay
+under the manifest's folder unless ``allow_outside``. Inputs that fail are returned as rejects with
+a reason (the run records them and goes on), never read and never written.
+
+Folder ids are the relative path without suffix, parts joined by ``__`` (``a/b.png`` -> ``a__b``);
+two files that differ only by suffix (``img.png``, ``img.tif``) keep theirs (``img_png``,
+``img_tif``) so neither overwrites the other. A folder with no images but DICOM, video or volume
+files is a user error: those are read by ``usfmae ingest``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from usfmae.curate.frames import DICOM_SUFFIXES, VIDEO_SUFFIXES, VOLUME_SUFFIXES
+from usfmae.errors import DataError
+from usfmae.fileio import is_utf8, printable_name, resolve_under, unsafe_id
+from usfmae.imaging import IMAGE_SUFFIXES
+
+Item = tuple[str, Path]
+Reject = dict[str, str]
+
+
+def _folder_inputs(source: Path) -> tuple[list[Item], list[Reject]]:
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        others = [p for p in source.rglob("*") if p.is_file()
+                  and (p.suffix.lower() in DICOM_SUFFIXES + VIDEO_SUFFIXES + VOLUME_SUFFIXES
+                       or p.name.lower().endswith(".nii.gz"))]
+        if others:
+            raise DataError(f"{source}: no images, but {len(others)} DICOM/video/volume file(s); "
+                            f"run `usfmae ingest {source} --out CORPUS` first, then clean CORPUS/manifest.parquet")
+    stems = Counter("__".join(p.relative_to(source).with_suffix("").parts) for p in files)
+    items: list[Item] = []
+    rejects: list[Reject] = []
+    for path in files:
+        rel = path.relative_to(source)
+        item_id = "__".join(rel.with_suffix("").parts)
+        if stems[item_id] > 1:  # img.png and img.tif: the suffix tells them apart
+            item_id += "_" + path.suffix.lower().lstrip(".")
+        if not is_utf8(str(rel)):
+            rejects.append({"id": printable_name(item_id), "file": printable_name(path),
+                            "reason": "file name is not valid UTF-8 (rename the file)"})
+            continue
+        items.append((item_id, path))
+    return items, rejects
+
+
+def _manifest_inputs(source: Path, allow_outside: bool) -> tuple[list[Item], list[Reject]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(source).to_pandas()
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise DataError(f"{source}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
+    missing = {"id", "path"} - set(table.columns)
+    if missing:
+        raise DataError(f"{source}: manifest lacks column(s) {', '.join(sorted(missing))}")
+    if "status" in table.columns:
+        table = table[table["status"] == "ok"]
+    items: list[Item] = []
+    rejects: list[Reject] = []
+    seen: set[str] = set()
+    for item_id, rel in zip(table["id"].astype(str), table["path"].astype(str), strict=True):
+        why = unsafe_id(item_id) or ("id repeated in the manifest" if item_id in seen else None)
+        if why is None:
+            try:
+                path = resolve_under(source.parent, rel, allow_outside)
+            except DataError as exc:
+                why = str(exc).split(": ", 1)[-1]
+        if why is not None:
+            rejects.append({"id": printable_name(item_id), "file": printable_name(rel), "reason": why})
+            continue
+        seen.add(item_id)
+        items.append((item_id, path))
+    return items, rejects
+
+
+def list_inputs(source: str | Path, allow_outside: bool = False) -> tuple[list[Item], list[Reject]]:
+    """``(id, file)`` pairs from an image folder (recursive) or an ingest Parquet manifest.
+
+    Args:
+        source: a folder of images, or a ``.parquet`` manifest with ``id`` and ``path`` columns
+            (paths relative to its folder; rows with a ``status`` other than "ok" are skipped).
+        allow_outside: accept manifest paths that leave the manifest's folder.
+
+    Returns:
+        ``(items, rejects)``; each reject is ``{"id", "file", "reason"}``.
+
+    Raises:
+        DataError: the source is neither, the manifest is unreadable, or the folder holds only
+            files for ``usfmae ingest``.
+    """
+    source = Path(source)
+    if source.is_dir():
+        return _folder_inputs(source)
+    if source.is_file() and source.suffix == ".parquet":
+        return _manifest_inputs(source, allow_outside)
+    raise DataError(f"{source}: not an image folder or a .parquet manifest")
