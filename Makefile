@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/usfmae demo --out $(DEMO_OUT)
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest tests
 
 lint: $(STAMP)
