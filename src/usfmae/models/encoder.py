@@ -112,12 +112,10 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
         path = checkpoint.weights_file(weights)
     except UsfmaeError as exc:
         raise DataError(str(exc)) from exc
-    raw = _load_raw(path)
     state, meta = checkpoint.read_checkpoint(path)
     model = checkpoint.build_from_checkpoint({"model": state, **meta}, model_name=model_name, **overrides)
-    pretrain = None
-    if raw is not None and isinstance(raw.get("config"), dict):
-        pretrain = {**raw["config"], "step": raw.get("step")}
+    # A pretraining checkpoint carries its run's config and step beside the weights.
+    pretrain = {**meta["config"], "step": meta.get("step")} if isinstance(meta.get("config"), dict) else None
     if meta.get("model_cfg") and meta.get("format") != "huggingface":
         # Our own checkpoint records the pretraining config, mask ratio included.
         source, mask_ratio = "usfmae-pretrain", model.cfg.mask_ratio
@@ -140,20 +138,6 @@ def _load_adapter(name: str, weights: str | Path | None, overrides: dict[str, An
     model, contract = adapters.ADAPTERS[name](None if weights is None else Path(weights), **overrides)
     source = f"{name}:{Path(weights).name}" if weights is not None else name
     return model, EncoderInfo(name, contract.img_size, contract.in_chans, contract.mean, contract.std, source)
-
-
-def _load_raw(path: Path) -> dict | None:
-    """The whole ``torch.save`` payload (memory-mapped), to read the pretraining config beside the
-    weights; None for safetensors or anything ``checkpoint.read_checkpoint`` should explain."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return None
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - read_checkpoint gives the user-facing error
-        return None
-    return raw if isinstance(raw, dict) else None
 
 
 def _info(model: nn.Module, name: str, source: str, mask_ratio: float | None,
