@@ -14,9 +14,9 @@ the table.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import logging
-import time
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,9 +27,11 @@ import numpy as np
 import yaml
 
 from usfmae.config import build_config, check, opt, save_config
+from usfmae.data import labelled
 from usfmae.data.images import preload_images
 from usfmae.errors import ConfigError, UsfmaeError
-from usfmae.eval.probes import knn_probe, linear_probe
+from usfmae.eval import report
+from usfmae.eval.probes import PROBES
 from usfmae.fileio import RejectLog, atomic_open, read_json, write_json
 from usfmae.models.adapters import ADAPTERS, SPECS
 from usfmae.models.encoder import extract_features, load_encoder, pick_device
@@ -262,8 +264,6 @@ def run(suite: Suite | str | Path, data_root: str | Path, out: str | Path, weigh
 def render_report(out: Path, models: list[str], with_paper: bool = False) -> Path:
     """Table 2 layout (models x datasets, P/R/F1) in Markdown and CSV, plus confusion matrices;
     ``with_paper`` adds the published rows, marked as such."""
-    from usfmae.eval import report
-
     written = report.write_report(out, report.ReportConfig(out=str(out / "report"), models=models,
                                                             with_paper=with_paper))
     return next(p for p in written["tables"] if p.suffix == ".md")
@@ -296,7 +296,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.data), "give --data KIND:PATH")
-        check(bool(self.methods) and set(self.methods) <= {"linear", "knn"}, "methods must be linear and/or knn")
+        check(bool(self.methods) and set(self.methods) <= set(PROBES), "methods must be linear and/or knn")
         check(bool(self.fractions) and all(0 < f <= 1 for f in self.fractions), "fractions must be in (0, 1]")
         check(len(self.seeds) > 0, "give at least one seed")
         check(self.knn_k >= 1 and self.batch_size >= 1, "knn-k and batch-size must be positive")
@@ -309,11 +309,6 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     (one row per cell), ``curve.json`` (mean/std of macro-F1 and accuracy per method and fraction)
     and, with ``cfg.report``, ``report/`` (table and label-efficiency plots).
     """
-    import csv
-
-    from usfmae.data import labelled
-    from usfmae.eval import report
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -327,7 +322,6 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     feats = extract_features(model, images, info.mean, info.std, cfg.pool, cfg.batch_size, device)
     row = np.full(len(ds), -1, dtype=np.int64)
     row[kept] = np.arange(len(kept))
-    labels = ds.labels
     base = cfg.label or f"{info.name}{' (scratch)' if cfg.weights is None else ''}"
     rows = []
     for method, fraction, fold, seed in itertools.product(cfg.methods, sorted(cfg.fractions), folds, cfg.seeds):
@@ -336,19 +330,8 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
         if path.is_file():
             result = read_json(path)
         else:
-            started = time.perf_counter()
-            tr = finetune.subset_indices(ds, np.asarray(fold.train), fraction, seed)
-            tr, te = tr[row[tr] >= 0], np.asarray(fold.val)[row[np.asarray(fold.val)] >= 0]
-            if method == "linear":
-                scores = linear_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), seed=seed)
-            else:
-                scores = knn_probe(feats[row[tr]], labels[tr], feats[row[te]], len(ds.classes), k=cfg.knn_k)
-            recipe = {"knn_k": cfg.knn_k} if method == "knn" else {"probe": "StandardScaler + LogisticRegression(C=1)"}
-            protocol = finetune.protocol_record(ds, info, method, cfg.pool, fraction, cfg.weights, recipe)
-            training = {"n_train": int(len(tr)), "n_test": int(len(te)),
-                        "seconds": round(time.perf_counter() - started, 3)}
-            result = finetune.cell_result(label, ds, fold.index, seed, labels[te], scores, [ds.records[i] for i in te],
-                                 protocol, cfg.bootstrap, training)
+            result = finetune.probe_cell(label, ds, fold, seed, fraction, feats, row, method=method, knn_k=cfg.knn_k,
+                                         info=info, pool=cfg.pool, weights=cfg.weights, bootstrap=cfg.bootstrap)
             report.save_result(out / "results", result)
         m = result["metrics"]
         rows.append({"method": method, "fraction": fraction, "fold": fold.index, "seed": seed,

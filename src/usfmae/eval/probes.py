@@ -1,13 +1,27 @@
-"""What is fit on frozen features: logistic-regression and cosine k-NN probes.
+"""What is fit on frozen features: logistic-regression and cosine k-NN probes, behind one entry
+point (:func:`fit_probe`) and one recipe record (:func:`probe_recipe`), so ``usfmae finetune
+--mode linear|knn`` and the label-fraction curves of ``usfmae probe`` fit and record a probe the
+same way.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from usfmae.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+PROBES = ("linear", "knn")
+_LINEAR_C = 1.0
+_LINEAR_MAX_ITER = 2000
 
 
 def _full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.ndarray:
@@ -18,7 +32,7 @@ def _full_proba(proba: np.ndarray, seen: np.ndarray, num_classes: int) -> np.nda
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int,
-                 seed: int = 0, c: float = 1.0, max_iter: int = 2000) -> np.ndarray:
+                 seed: int = 0, c: float = _LINEAR_C, max_iter: int = _LINEAR_MAX_ITER) -> np.ndarray:
     """Logistic regression on standardised frozen features.
 
     Args:
@@ -27,10 +41,6 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, n
     Returns:
         ``(M, num_classes)`` class probabilities (0 for classes absent from ``train_y``).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     seen = np.unique(train_y)
     if len(seen) == 1:  # a 1%-label subset may hold one class: predict it with certainty
         return _full_proba(np.ones((len(test_x), 1)), seen, num_classes)
@@ -46,9 +56,24 @@ def knn_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_
     Returns:
         ``(M, num_classes)`` vote fractions.
     """
-    from sklearn.neighbors import KNeighborsClassifier
-
     seen = np.unique(train_y)
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train_y)), metric="cosine", algorithm="brute")
     knn.fit(train_x, train_y)
     return _full_proba(knn.predict_proba(test_x), seen, num_classes)
+
+
+def fit_probe(method: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int, *,
+              seed: int = 0, knn_k: int = 20) -> np.ndarray:
+    """Fit probe ``method`` ("linear" or "knn") on ``(N, D)`` features; ``(M, num_classes)`` scores."""
+    if method == "linear":
+        return linear_probe(train_x, train_y, test_x, num_classes, seed=seed)
+    if method == "knn":
+        return knn_probe(train_x, train_y, test_x, num_classes, k=knn_k)
+    raise ConfigError(f"unknown probe {method!r}; choose one of: {', '.join(PROBES)}")
+
+
+def probe_recipe(method: str, knn_k: int = 20) -> dict[str, Any]:
+    """What a results file records about probe ``method`` (its ``protocol.recipe``)."""
+    if method == "linear":
+        return {"probe": f"StandardScaler + LogisticRegression(C={_LINEAR_C:g}, max_iter={_LINEAR_MAX_ITER})"}
+    return {"probe": "k-NN, cosine distance, vote fractions", "knn_k": knn_k}

@@ -32,7 +32,7 @@ from usfmae.data import labelled
 from usfmae.data.images import normalise, preload_images
 from usfmae.data.transforms import augment_batch
 from usfmae.eval import metrics, report
-from usfmae.eval.probes import knn_probe, linear_probe
+from usfmae.eval.probes import fit_probe, probe_recipe
 from usfmae.fileio import RejectLog, read_json
 from usfmae.models.adapters import ADAPTERS
 from usfmae.models.baselines import create_baseline
@@ -340,45 +340,67 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
              cache: dict[str, Any], on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
     """Train and score one (fold, seed) cell; returns the results record (not yet written)."""
     torch.manual_seed(seed)
+    if cfg.mode != "finetune":
+        model, info = load_encoder(cfg.weights, cfg.model)
+        images, row = _images(cfg, ds, info, rejects, cache)
+        fkey = f"features:{info.img_size}:{info.in_chans}:{cfg.pool}"
+        if fkey not in cache:
+            cache[fkey] = extract_features(model, images, info.mean, info.std, cfg.pool, device=device)
+        return probe_cell(row_label(cfg), ds, fold, seed, cfg.label_fraction, cache[fkey], row, method=cfg.mode,
+                          knn_k=cfg.knn_k, info=info, pool=cfg.pool, weights=cfg.weights, bootstrap=cfg.bootstrap)
     started = time.perf_counter()
     labels_all = ds.labels
     train_idx = subset_indices(ds, np.asarray(fold.train), cfg.label_fraction, seed)
     test_idx = np.asarray(fold.val)
     num_classes = len(ds.classes)
-    training: dict[str, Any] = {}
-    if cfg.mode == "finetune":
-        model, info = build_classifier(cfg, num_classes)
-    else:
-        model, info = load_encoder(cfg.weights, cfg.model)
+    model, info = build_classifier(cfg, num_classes)
     images, row = _images(cfg, ds, info, rejects, cache)
     train_idx, test_idx = train_idx[row[train_idx] >= 0], test_idx[row[test_idx] >= 0]
     check(len(train_idx) > 0 and len(test_idx) > 0, f"{ds.name} fold {fold.index}: no readable images")
-    if cfg.mode == "finetune":
-        inner_tr, inner_va = inner_split(labels_all[train_idx], ds.groups[train_idx], cfg.val_fraction, seed)
-        fit_idx, val_idx = train_idx[inner_tr], train_idx[inner_va]
-        hook = None
-        if on_epoch_end is not None:
-            def hook(epoch: int, record: dict[str, Any]) -> None:
-                on_epoch_end(epoch, {**record, "fold": fold.index, "seed": seed})
-        training = train_classifier(model, info, cfg, images[row[fit_idx]], labels_all[fit_idx],
-                                    images[row[val_idx]], labels_all[val_idx], num_classes, seed, device, hook)
-        training["n_val"] = int(len(val_idx))
-        scores = class_probabilities(model, images[row[test_idx]], info, device, cfg.amp)
-    else:
-        fkey = f"features:{info.img_size}:{info.in_chans}:{cfg.pool}"
-        if fkey not in cache:
-            cache[fkey] = extract_features(model, images, info.mean, info.std, cfg.pool, device=device)
-        feats = cache[fkey]
-        fit = linear_probe if cfg.mode == "linear" else knn_probe
-        kwargs = {"seed": seed} if cfg.mode == "linear" else {"k": cfg.knn_k}
-        scores = fit(feats[row[train_idx]], labels_all[train_idx], feats[row[test_idx]], num_classes, **kwargs)
-        fit_idx = train_idx
-    training.update(n_train=int(len(fit_idx)), n_test=int(len(test_idx)), device=str(device),
-                    seconds=round(time.perf_counter() - started, 2))
+    inner_tr, inner_va = inner_split(labels_all[train_idx], ds.groups[train_idx], cfg.val_fraction, seed)
+    fit_idx, val_idx = train_idx[inner_tr], train_idx[inner_va]
+    hook = None
+    if on_epoch_end is not None:
+        def hook(epoch: int, record: dict[str, Any]) -> None:
+            on_epoch_end(epoch, {**record, "fold": fold.index, "seed": seed})
+    training = train_classifier(model, info, cfg, images[row[fit_idx]], labels_all[fit_idx],
+                                images[row[val_idx]], labels_all[val_idx], num_classes, seed, device, hook)
+    scores = class_probabilities(model, images[row[test_idx]], info, device, cfg.amp)
+    training.update(n_val=int(len(val_idx)), n_train=int(len(fit_idx)), n_test=int(len(test_idx)),
+                    device=str(device), seconds=round(time.perf_counter() - started, 2))
     recipe = {k: v for k, v in to_dict(cfg).items() if k not in _RECIPE_SKIP}
     protocol = protocol_record(ds, info, cfg.mode, cfg.pool, cfg.label_fraction, cfg.weights, recipe)
     return cell_result(row_label(cfg), ds, fold.index, seed, labels_all[test_idx], scores,
                        [ds.records[i] for i in test_idx], protocol, cfg.bootstrap, training)
+
+
+def probe_cell(label: str, ds: Any, fold: Any, seed: int, fraction: float, feats: np.ndarray, row: np.ndarray, *,
+               method: str, knn_k: int, info: EncoderInfo, pool: str, weights: str | None,
+               bootstrap: int) -> dict[str, Any]:
+    """Fit and score one frozen-feature probe cell: the one probe path of ``finetune --mode linear|knn``
+    and of ``usfmae probe``'s label-fraction curves.
+
+    Args:
+        feats: ``(N_readable, D)`` frozen features; ``row`` maps a record index to its feature row
+            (-1: unreadable, left out).
+        fraction: stratified, nested share of the fold's training labels used.
+
+    Returns:
+        The results record (not yet written).
+    """
+    started = time.perf_counter()
+    train_idx = subset_indices(ds, np.asarray(fold.train), fraction, seed)
+    test_idx = np.asarray(fold.val)
+    train_idx, test_idx = train_idx[row[train_idx] >= 0], test_idx[row[test_idx] >= 0]
+    check(len(train_idx) > 0 and len(test_idx) > 0, f"{ds.name} fold {fold.index}: no readable images")
+    labels = ds.labels
+    scores = fit_probe(method, feats[row[train_idx]], labels[train_idx], feats[row[test_idx]], len(ds.classes),
+                       seed=seed, knn_k=knn_k)
+    training = {"n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
+                "seconds": round(time.perf_counter() - started, 3)}
+    protocol = protocol_record(ds, info, method, pool, fraction, weights, probe_recipe(method, knn_k))
+    return cell_result(label, ds, fold.index, seed, labels[test_idx], scores, [ds.records[i] for i in test_idx],
+                       protocol, bootstrap, training)
 
 
 def protocol_record(ds: Any, info: EncoderInfo, mode: str, pool: str, fraction: float, weights: str | None,
