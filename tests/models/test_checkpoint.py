@@ -6,20 +6,24 @@ import argparse
 import json
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from usfmae.errors import UsfmaeError
 from usfmae.models.checkpoint import (
     adapt_input_conv,
     adapt_pred_channels,
     build_from_checkpoint,
+    checkpoint_metadata,
     export_encoder,
     load_mae_weights,
     read_checkpoint,
     resample_pos_embed,
     save_model,
 )
+from usfmae.models.encoder import load_encoder
 from usfmae.models.registry import create_model
 
 torch.set_num_threads(1)
@@ -210,9 +214,6 @@ def test_clear_errors_name_keys_and_shapes(tmp_path):
 
 
 def test_export_encoder_loads_into_timm_and_back(tmp_path):
-    timm = pytest.importorskip("timm")
-    from safetensors.torch import load_file
-
     src = micro().eval()
     sidecar = export_encoder(src, tmp_path / "encoder.safetensors", metadata={"licence": "MIT"})
     tensors = load_file(tmp_path / "encoder.safetensors")
@@ -236,3 +237,14 @@ def test_export_encoder_loads_into_timm_and_back(tmp_path):
     assert "mask_token" in result.kept_init and "decoder_pred.weight" in result.kept_init
     with torch.no_grad():
         torch.testing.assert_close(back.eval().forward_features(x), src.forward_features(x))
+
+
+def test_load_encoder_reads_a_pretraining_checkpoint_through_the_one_reader(tmp_path):
+    """Weights, architecture, and the run's config and step all come from one read of the file."""
+    src = micro(mask_ratio=0.5)
+    torch.save({"format": "usfmae-pretrain/1", "step": 7, "model": src.state_dict(), "config": {"data": "phantom:8"},
+                "optimizer": {"state": {}, "param_groups": []}, **checkpoint_metadata(src)}, tmp_path / "run.pt")
+    model, info = load_encoder(tmp_path / "run.pt")
+    assert info.source == "usfmae-pretrain" and info.pretrain == {"data": "phantom:8", "step": 7}
+    assert info.describe() == "usfmae-pretrain phantom:8, 7 steps, mask 0.5"
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in model.state_dict().items())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
+import torchvision
 
 from usfmae.errors import ConfigError, UsfmaeError
 from usfmae.models.baselines import create_baseline
@@ -42,7 +44,6 @@ def test_encoder_copy_is_independent_of_the_mae(mae):
 
 
 def test_classifier_accepts_a_timm_vit():
-    timm = pytest.importorskip("timm")
     vit = timm.models.vision_transformer.VisionTransformer(img_size=32, patch_size=8, in_chans=1, embed_dim=32,
                                                            depth=2, num_heads=2, num_classes=0)
     clf = EncoderClassifier(vit, num_classes=2, pool="mean")
@@ -56,31 +57,39 @@ def test_classifier_rejects_bad_options(mae):
         EncoderClassifier(mae, 0)
 
 
-def test_layer_decay_groups(mae):
+@pytest.fixture()
+def decay_groups(mae):
     clf = EncoderClassifier(mae, num_classes=2)  # micro: 4 blocks, so the top layer id is 5
-    groups = param_groups_layer_decay(clf, weight_decay=0.05, layer_decay=0.5)
+    return clf, param_groups_layer_decay(clf, weight_decay=0.05, layer_decay=0.5)
+
+
+def test_layer_decay_groups_cover_every_trainable_parameter_once(decay_groups):
+    clf, groups = decay_groups
     by_name = {name: g for g in groups for name in g["param_names"]}
     trainable = [n for n, p in clf.named_parameters() if p.requires_grad]
-    assert sorted(by_name) == sorted(trainable)  # every trainable parameter exactly once
+    assert sorted(by_name) == sorted(trainable)
     assert sum(len(g["params"]) for g in groups) == len(trainable)
     assert "encoder.pos_embed" not in by_name  # fixed sin-cos: frozen, not optimised
-    expect = {  # name: (layer id, lr scale, weight decay)
-        "encoder.patch_embed.proj.weight": (0, 0.5**5, 0.05),
-        "encoder.patch_embed.proj.bias": (0, 0.5**5, 0.0),
-        "encoder.cls_token": (0, 0.5**5, 0.0),
-        "encoder.blocks.0.attn.qkv.weight": (1, 0.5**4, 0.05),
-        "encoder.blocks.0.norm1.weight": (1, 0.5**4, 0.0),
-        "encoder.blocks.3.mlp.fc2.weight": (4, 0.5, 0.05),
-        "encoder.norm.weight": (5, 1.0, 0.0),
-        "head.weight": (5, 1.0, 0.05),
-        "head.bias": (5, 1.0, 0.0),
-    }
-    for name, (layer, scale, wd) in expect.items():
-        g = by_name[name]
-        assert (g["layer_id"], g["lr_scale"], g["weight_decay"]) == (layer, pytest.approx(scale), wd), name
     optimizer = torch.optim.AdamW(groups, lr=1e-3)
     clf(torch.randn(2, 1, 64, 64)).sum().backward()
     optimizer.step()
+
+
+@pytest.mark.parametrize(("name", "layer", "scale", "wd"), [
+    ("encoder.patch_embed.proj.weight", 0, 0.5**5, 0.05),
+    ("encoder.patch_embed.proj.bias", 0, 0.5**5, 0.0),
+    ("encoder.cls_token", 0, 0.5**5, 0.0),
+    ("encoder.blocks.0.attn.qkv.weight", 1, 0.5**4, 0.05),
+    ("encoder.blocks.0.norm1.weight", 1, 0.5**4, 0.0),
+    ("encoder.blocks.3.mlp.fc2.weight", 4, 0.5, 0.05),
+    ("encoder.norm.weight", 5, 1.0, 0.0),
+    ("head.weight", 5, 1.0, 0.05),
+    ("head.bias", 5, 1.0, 0.0),
+])
+def test_layer_decay_group_of_a_parameter(decay_groups, name: str, layer: int, scale: float, wd: float):
+    _, groups = decay_groups
+    group = next(g for g in groups if name in g["param_names"])
+    assert (group["layer_id"], group["lr_scale"], group["weight_decay"]) == (layer, pytest.approx(scale), wd)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -110,7 +119,6 @@ def test_resnet_small_input_keeps_resolution():
 
 
 def test_resnet_loads_local_imagenet_weights_with_summed_filters(tmp_path):
-    torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     imagenet = torchvision.models.resnet50(weights=None)  # stands in for resnet50-0676ba61.pth
     torch.save(imagenet.state_dict(), tmp_path / "resnet50.pth")
@@ -123,7 +131,6 @@ def test_resnet_loads_local_imagenet_weights_with_summed_filters(tmp_path):
 
 
 def test_vit_b16_loads_local_timm_weights(tmp_path):
-    timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     imagenet = timm.create_model("vit_base_patch16_224", pretrained=False)  # 3 channels, 1000 classes
     torch.save(imagenet.state_dict(), tmp_path / "vit.pth")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import timm  # a hard dependency: the parity tests fail, never skip, without it
 import torch
 
 from usfmae.errors import ConfigError, UsfmaeError
@@ -213,7 +214,6 @@ def test_paper_variant_and_overrides():
 
 
 def test_encoder_parity_with_timm_vit_base():
-    timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     ours = create_model("mae_vit_base_patch16", in_chans=3).eval()
     theirs = timm.create_model("vit_base_patch16_224", num_classes=0, pretrained=False).eval()
@@ -225,7 +225,6 @@ def test_encoder_parity_with_timm_vit_base():
 
 
 def test_encoder_parity_with_timm_small_grayscale():
-    timm = pytest.importorskip("timm")
     model = small_model(32, 8, 1, pos_embed="learned")
     theirs = timm.models.vision_transformer.VisionTransformer(
         img_size=32, patch_size=8, in_chans=1, embed_dim=32, depth=2, num_heads=2, num_classes=0).eval()

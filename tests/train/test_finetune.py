@@ -146,3 +146,21 @@ def test_help_renders(verb: str, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([verb, "--help"])
     assert exit_info.value.code == 0 and "Examples:" in capsys.readouterr().out
+
+
+def test_golden_losses_of_a_tiny_finetune(tmp_path: Path) -> None:
+    """Absolute per-epoch losses and first test probabilities (CPU, one thread, seed 0) of a
+    3-epoch fine-tune with augmentation, class weighting and layer decay: pins the whole protocol
+    (data, init, augmentation draws, schedule, loop). Update only for a change meant to alter it."""
+    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
+
+    root = tmp_path / "ph"
+    write_phantom_dataset(root, n=16, seed=0, cfg=PhantomConfig(size=64, overlays=False), progress=False)
+    torch.manual_seed(0)
+    cfg = _cfg(root, tmp_path / "ft", epochs=3, batch_size=4, augment=True, class_weighting=True, layer_decay=0.75,
+               pool="cls", bootstrap=0, device="cpu")
+    result = read_json(finetune.run(cfg)["cells"][0])
+    np.testing.assert_allclose(result["training"]["train_loss"],
+                               [0.693138837814331, 0.7064483463764191, 0.6900811493396759], rtol=1e-5, atol=0)
+    np.testing.assert_allclose(result["predictions"]["y_score"][:2], [[0.471023, 0.528977], [0.4713, 0.5287]],
+                               atol=2e-6)

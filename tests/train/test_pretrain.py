@@ -204,3 +204,19 @@ def test_init_from_released_format_adapts_rgb_weights(tmp_path: Path) -> None:
     torch.testing.assert_close(state["patch_embed.proj.weight"],
                                released["patch_embed.proj.weight"].sum(dim=1, keepdim=True))
     assert torch.equal(state["blocks.3.mlp.fc2.weight"], released["blocks.3.mlp.fc2.weight"])
+
+
+# Golden absolute losses (CPU, one thread, seed 0) of a 4-step run of each data recipe. A change
+# that moves these moves every pretraining result, including both arms of a recipe comparison:
+# update them only for a change meant to alter training, and say so in its commit.
+GOLDEN_PRETRAIN = {
+    "paper": [2.8773727416992188, 2.4618494510650635, 2.318678140640259, 2.199078321456909],
+    "fast": [3.0934536457061768, 2.7403948307037354, 2.4654152393341064, 2.2953760623931885],
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(GOLDEN_PRETRAIN))
+def test_golden_losses_of_a_tiny_run(tmp_path: Path, recipe: str) -> None:
+    run(_cfg(tmp_path, data="phantom:16", steps=4, recon_images=0, recipe=recipe, device="cpu"))
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "log.jsonl")]
+    np.testing.assert_allclose(losses, GOLDEN_PRETRAIN[recipe], rtol=1e-5, atol=0)
