@@ -60,6 +60,7 @@ class Crash(Exception):
     """Stands for a killed run (power cut, OOM, Ctrl-C) in the middle of the grid."""
 
 
+@pytest.mark.slow
 def test_interrupted_grid_resumes_and_skips_finished_cells(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     suite = _tiny_suite()
     calls, crash_at = [], [4]

@@ -130,6 +130,7 @@ def test_resnet_loads_local_imagenet_weights_with_summed_filters(tmp_path):
         create_baseline("vgg19", 2, weights_path=tmp_path / "resnet50.pth")
 
 
+@pytest.mark.slow
 def test_vit_b16_loads_local_timm_weights(tmp_path):
     torch.manual_seed(0)
     imagenet = timm.create_model("vit_base_patch16_224", pretrained=False)  # 3 channels, 1000 classes

@@ -213,6 +213,7 @@ def test_paper_variant_and_overrides():
 # Parity with timm
 
 
+@pytest.mark.slow
 def test_encoder_parity_with_timm_vit_base():
     torch.manual_seed(0)
     ours = create_model("mae_vit_base_patch16", in_chans=3).eval()

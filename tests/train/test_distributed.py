@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from usfmae.fileio import read_jsonl
@@ -35,6 +36,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     flags = ["--data", "phantom:32", "--model", "mae_vit_micro_patch8_64", "--steps", "3", "--batch-size", "8",
              "--log-every", "1", "--ckpt-every", "3", "--num-workers", "0", "--recon-images", "2", "--blr", "0.01",

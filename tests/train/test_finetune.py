@@ -34,6 +34,7 @@ def _cfg(root: Path, out: Path, **kw) -> FinetuneConfig:
     return FinetuneConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_tiny_finetune_learns_easy_phantom_task(easy_phantom: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     summary = finetune.run(_cfg(easy_phantom, tmp_path))

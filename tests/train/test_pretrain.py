@@ -95,6 +95,7 @@ def test_presets_are_valid(name: str) -> None:
         assert (tuple(cfg.rotation), tuple(cfg.crop_scale), cfg.flip_p) == ((0.0, 90.0), (0.5, 2.0), 0.5)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_loss_falls_and_reconstruct(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     rc = cli.main(["pretrain", "--data", "phantom:64", "--out", str(out), "--model", "mae_vit_micro_patch8_64",
@@ -118,7 +119,7 @@ def test_cli_end_to_end_loss_falls_and_reconstruct(tmp_path: Path, capsys) -> No
     assert "1 images" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("stop", "workers"), [(3, 1), (4, 0)])
+@pytest.mark.parametrize(("stop", "workers"), [pytest.param(3, 1, marks=pytest.mark.slow), (4, 0)])
 def test_resume_reproduces_uninterrupted_run(tmp_path: Path, stop: int, workers: int) -> None:
     """Stop mid-epoch (3) or on a checkpoint (4); loader workers change nothing (per-image seeds)."""
     run(_cfg(tmp_path / "full"))
