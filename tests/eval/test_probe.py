@@ -15,6 +15,7 @@ from usfmae.errors import ConfigError
 from usfmae.eval import probes
 from usfmae.eval.probes import PROBES
 from usfmae.fileio import read_json
+from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
 from usfmae.train import finetune
 
 
@@ -84,8 +85,6 @@ def test_probe_curve_on_frozen_features(phantom_dataset: Path, tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def easy_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
-
     root = tmp_path_factory.mktemp("easy")
     write_phantom_dataset(root, n=64, seed=1, progress=False,
                           cfg=PhantomConfig(size=64, overlays=False, geometry="linear", contrast=2.0,

@@ -9,8 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from usfmae.cli import main
+from usfmae.data import labelled
 from usfmae.errors import ConfigError
 from usfmae.fileio import read_json
+from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
 from usfmae.train import finetune
 from usfmae.train.finetune import FinetuneConfig
 
@@ -18,8 +21,6 @@ from usfmae.train.finetune import FinetuneConfig
 @pytest.fixture(scope="module")
 def easy_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """96 images at 64 px, linear probe geometry, high contrast, big lesions, no overlays: an easy task."""
-    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
-
     root = tmp_path_factory.mktemp("easy_phantom")
     write_phantom_dataset(root, n=96, seed=0, progress=False,
                           cfg=PhantomConfig(size=64, overlays=False, geometry="linear", contrast=2.0,
@@ -77,8 +78,6 @@ def test_inner_split_keeps_patients_together_and_stratifies() -> None:
 
 
 def test_label_fraction_subsets_are_nested_and_inside_the_fold(phantom_dataset: Path) -> None:
-    from usfmae.data import labelled
-
     ds = labelled.load_dataset(f"phantom:{phantom_dataset}")
     fold = labelled.split_folds(ds, 2, seed=0)[0]
     small = finetune.subset_indices(ds, np.asarray(fold.train), 0.25, seed=3)
@@ -122,8 +121,6 @@ def test_bad_settings_are_one_line_errors(bad: dict, tmp_path: Path) -> None:
 
 
 def test_cli_reports_a_missing_dataset_in_one_line(tmp_path: Path, capsys) -> None:
-    from usfmae.cli import main
-
     code = main(["finetune", "--data", f"busbra:{tmp_path / 'nope'}", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nope" in err[0]
@@ -142,8 +139,6 @@ def test_early_stopping_keeps_the_best_epoch(phantom_dataset: Path, tmp_path: Pa
 @pytest.mark.parametrize("verb", ["finetune", "probe", "benchmark", "embed", "export"])
 def test_help_renders(verb: str, capsys) -> None:
     """argparse formats help with %: a stray percent sign in a help text would crash --help."""
-    from usfmae.cli import main
-
     with pytest.raises(SystemExit) as exit_info:
         main([verb, "--help"])
     assert exit_info.value.code == 0 and "Examples:" in capsys.readouterr().out
@@ -153,8 +148,6 @@ def test_golden_losses_of_a_tiny_finetune(tmp_path: Path) -> None:
     """Absolute per-epoch losses and first test probabilities (CPU, one thread, seed 0) of a
     3-epoch fine-tune with augmentation, class weighting and layer decay: pins the whole protocol
     (data, init, augmentation draws, schedule, loop). Update only for a change meant to alter it."""
-    from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
-
     root = tmp_path / "ph"
     write_phantom_dataset(root, n=16, seed=0, cfg=PhantomConfig(size=64, overlays=False), progress=False)
     torch.manual_seed(0)

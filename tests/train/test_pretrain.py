@@ -17,7 +17,9 @@ from usfmae.data.datasets import build_pretrain_dataset
 from usfmae.errors import ConfigError, DataError
 from usfmae.fileio import RejectLog, read_jsonl
 from usfmae.models.mae import MaskedAutoencoderViT
-from usfmae.train.engine import NonFiniteLossError
+from usfmae.models.registry import create_model
+from usfmae.shards.store import ShardWriter
+from usfmae.train.engine import NonFiniteLossError, evaluate
 from usfmae.train.pretrain import PretrainConfig, read_run_state, run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
@@ -75,8 +77,6 @@ def test_phantom_folder_shards_and_generator(phantom_dataset: Path, tmp_path: Pa
     gen = build_pretrain_dataset("phantom:4:7", 64, 3)
     assert len(gen) == 4 and gen[2].shape == (3, 64, 64)
     assert torch.equal(gen[2], build_pretrain_dataset("phantom:9:7", 64, 3)[2])  # item i independent of N
-    from usfmae.shards.store import ShardWriter
-
     frames = np.random.default_rng(1).integers(0, 256, (5, 64, 64, 1), dtype=np.uint8)
     with ShardWriter(tmp_path / "shards", (64, 64, 1), shard_size=2) as writer:
         for i, frame in enumerate(frames):
@@ -177,9 +177,6 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mo
 
 
 def test_evaluate_is_the_batch_weighted_mean_loss() -> None:
-    from usfmae.models.registry import create_model
-    from usfmae.train.engine import evaluate
-
     torch.manual_seed(0)
     model = create_model("mae_vit_micro_patch8_64")
     batches = [torch.randn(3, 1, 64, 64), torch.randn(1, 1, 64, 64)]
@@ -194,8 +191,6 @@ def test_evaluate_is_the_batch_weighted_mean_loss() -> None:
 
 def test_init_from_released_format_adapts_rgb_weights(tmp_path: Path) -> None:
     """A plain 3-channel MAE state dict (the released USF-MAE layout) starts a grayscale run."""
-    from usfmae.models.registry import create_model
-
     torch.manual_seed(1)
     released = create_model("mae_vit_micro_patch8_64", in_chans=3).state_dict()
     torch.save(released, tmp_path / "released.pt")
