@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from usfmae.contract import DataContract, default_mean_std, normalise
 from usfmae.errors import DataError, UsfmaeError
+from usfmae.models import adapters, checkpoint, registry
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +101,6 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
     a facebookresearch MAE checkpoint; ``usfmae.models.checkpoint`` detects which. Without
     ``weights``, ``model_name`` is created with random init (the "scratch" control).
     """
-    from usfmae.models import adapters, checkpoint, registry
-
     if model_name in adapters.ADAPTERS:  # another project's released encoder (UltraSam, USFM, ...)
         return _load_adapter(model_name, weights, overrides)
     if weights is None:
@@ -130,8 +130,6 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
 
 def _load_adapter(name: str, weights: str | Path | None, overrides: dict[str, Any]) -> tuple[nn.Module, EncoderInfo]:
     """A foundation-model adapter (``usfmae.models.adapters``); only size and channels can change."""
-    from usfmae.models import adapters
-
     unknown = sorted(set(overrides) - {"img_size", "in_chans"})
     if unknown:
         raise UsfmaeError(f"{name} takes only img_size and in_chans options, not {', '.join(unknown)}")
@@ -176,7 +174,6 @@ def extract_features(model: nn.Module, images: torch.Tensor, mean: Sequence[floa
     out = []
     starts = range(0, len(images), batch_size)
     if progress:
-        from tqdm import tqdm
         starts = tqdm(starts, unit="batch", desc="features")
     for start in starts:
         batch = normalise(images[start:start + batch_size].to(device, non_blocking=True), contract)
