@@ -58,3 +58,85 @@ def test_ensure_output_dir_reports_a_file_in_the_way(tmp_path) -> None:
         ensure_output_dir(tmp_path / "file")
     with pytest.raises(DataError, match="cannot create the output folder"):
         ensure_output_dir(tmp_path / "file" / "sub")
+
+
+def test_append_after_a_torn_line_keeps_every_later_record(tmp_path) -> None:
+    path = tmp_path / "log.jsonl"
+    append_jsonl(path, {"step": 1})
+    with open(path, "a") as handle:
+        handle.write('{"step": 2, "pa')  # killed mid-line (or the disk filled up)
+    append_jsonl(path, {"step": 3})
+    append_jsonl(path, {"step": 4})
+    assert read_jsonl(path) == [{"step": 1}, {"step": 3}, {"step": 4}]
+    with open(path, "ab") as handle:
+        handle.write(b"\xff\xfe garbage\n")  # not even UTF-8
+    append_jsonl(path, {"step": 5})
+    assert [r["step"] for r in read_jsonl(path)] == [1, 3, 4, 5]
+
+
+HOLDER = """
+import sys
+from usfmae.fileio import ensure_output_dir
+ensure_output_dir(sys.argv[1])
+print("locked", flush=True)
+sys.stdin.read()  # hold the lock until the test closes our stdin
+"""
+
+
+@pytest.fixture()
+def held_folder(tmp_path):
+    """An output folder locked by another process (which exits when the test ends)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdout.readline().strip() == "locked"
+    yield folder, child.pid
+    child.stdin.close()
+    child.wait(timeout=60)
+
+
+def test_second_process_on_one_output_folder_is_refused(held_folder) -> None:
+    from usfmae.errors import DataError
+    from usfmae.fileio import ensure_output_dir
+
+    folder, pid = held_folder
+    with pytest.raises(DataError, match=rf"in use by another usfmae run \(pid {pid} on "):
+        ensure_output_dir(folder)
+
+
+def test_second_clean_into_a_held_folder_stops_in_one_line(held_folder, tmp_path, capsys) -> None:
+    import cv2
+    import numpy as np
+
+    from usfmae.cli import main
+
+    folder, pid = held_folder
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.zeros((40, 40), np.uint8))
+    assert main(["clean", str(tmp_path / "in"), "--out", str(folder), "--no-progress", "--no-ocr"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"in use by another usfmae run (pid {pid} on " in err
+    assert not (folder / "images").exists()  # nothing of ours mixed into the holder's folder
+
+
+def test_lock_is_reentrant_and_released(tmp_path) -> None:
+    from usfmae.fileio import ensure_output_dir, unlock_output_dir
+
+    ensure_output_dir(tmp_path / "o")
+    ensure_output_dir(tmp_path / "o")  # the same process again: fine
+    unlock_output_dir(tmp_path / "o")
+    unlock_output_dir(tmp_path / "o")
+
+
+def test_reserve_space_allocates(tmp_path) -> None:
+    from usfmae.fileio import reserve_space
+
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as handle:
+        handle.truncate(1 << 20)
+    reserve_space(path)
+    assert os.stat(path).st_blocks * 512 >= 1 << 20

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from usfmae import __version__, runtime  # noqa: E402
-from usfmae.errors import UsfmaeError  # noqa: E402
+from usfmae.errors import UsfmaeError, os_error_line  # noqa: E402
 
 # verb -> (module under usfmae.commands, one-line help). Order is the pipeline order.
 VERBS: dict[str, tuple[str, str]] = {
@@ -105,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and the like: stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # Disk full, permission denied, a vanished folder: the user's machine, not a bug. Outputs
+        # are written atomically, so what was finished before stays intact.
+        print(f"usfmae {args.verb}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"usfmae {args.verb}: interrupted", file=sys.stderr)
         return 130

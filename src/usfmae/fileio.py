@@ -7,6 +7,7 @@ stopped run never leaves a half-written file that a resumed run would trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -71,11 +72,13 @@ def resolve_under(base: str | os.PathLike, relative: str, allow_outside: bool = 
     return path
 
 
-def ensure_output_dir(path: str | os.PathLike) -> Path:
-    """Create the output folder ``path`` (and parents), or raise one clear ``DataError``.
+def ensure_output_dir(path: str | os.PathLike, lock: bool = True) -> Path:
+    """Create the output folder ``path`` (and parents), or raise one clear ``DataError``; lock it.
 
     Catches the usual user mistakes up front: the path is a file, it cannot be created, or it is
-    not writable, so a batch job fails before doing any work instead of at its first write.
+    not writable, so a batch job fails before doing any work instead of at its first write. With
+    ``lock`` (default) the folder is locked for the rest of the process (:func:`lock_output_dir`):
+    a second run into it stops at once instead of mixing its files with this one's.
     """
     from usfmae.errors import DataError
 
@@ -88,7 +91,98 @@ def ensure_output_dir(path: str | os.PathLike) -> Path:
         raise DataError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
     if not os.access(out, os.W_OK | os.X_OK):
         raise DataError(f"{out}: output folder is not writable")
+    if lock:
+        lock_output_dir(out)
     return out
+
+
+LOCK_NAME = ".usfmae.lock"
+_held: dict[str, int] = {}  # resolved folder -> open lock file descriptor of this process
+
+
+def lock_output_dir(path: str | os.PathLike) -> None:
+    """Hold an exclusive lock on output folder ``path`` until :func:`unlock_output_dir` or exit.
+
+    The lock is ``flock`` on ``path/.usfmae.lock``, so the kernel drops it when the holder dies
+    (a killed run leaves no stale lock); the file names the holder (pid, host, command) for the
+    message. Re-entrant within a process (a verb that calls another stage into the same folder).
+
+    Raises:
+        DataError: another process holds the folder, in one line naming it.
+    """
+    import fcntl
+    import socket
+    import sys
+
+    from usfmae.errors import DataError
+
+    key = str(Path(path).resolve())
+    if key in _held:
+        return
+    lock_path = Path(path) / LOCK_NAME
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot create the lock file ({exc.strerror or exc})") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise DataError(f"{path}: in use by another usfmae run ({holder}); wait for it to finish or "
+                        "choose another output folder") from None
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}: {printable_name(command)}\n".encode(), 0)
+    _held[key] = fd
+
+
+def unlock_output_dir(path: str | os.PathLike) -> None:
+    """Release this process's lock on ``path`` (no-op when it holds none)."""
+    fd = _held.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def reserve_space(path: str | os.PathLike) -> None:
+    """Allocate the disk blocks of file ``path`` (its current size) now.
+
+    A memory-mapped output is sparse until written; on a full disk the kernel then kills the writer
+    with SIGBUS (no message, no cleanup). Allocating first turns that into an ``OSError`` (ENOSPC)
+    before anything is written. No-op where the filesystem cannot (``posix_fallocate`` unsupported).
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            os.posix_fallocate(handle.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def end_with_parent() -> None:
+    """Make this (worker) process receive SIGTERM when its parent dies (Linux; no-op elsewhere).
+
+    A pool's workers otherwise outlive a parent killed with -9 and keep writing into its folder.
+    Call it first thing in a worker initialiser.
+    """
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call: follow it now
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -135,25 +229,36 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON record as a line (flushed, so a crash loses at most the current line)."""
+    """Append one JSON record as a line (flushed, so a crash loses at most the current line).
+
+    A last line torn by a killed writer (no newline) is closed first, so the new record stays on a
+    line of its own instead of being glued onto the torn one and lost with it.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=str) + "\n")
+    line = (json.dumps(record, default=str) + "\n").encode("utf-8")
+    with open(path, "ab+") as handle:
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
+        handle.write(line)
         handle.flush()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file; a torn last line (from a killed writer) is ignored."""
+    """Read a JSONL file; torn or garbled lines (a killed writer, a full disk) are skipped, and the
+    records after them are kept."""
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
+    with open(path, "rb") as handle:
+        for raw in handle:
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                if raw.strip():
+                    log.debug("skipped a torn line in %s", path)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
     return records
 
 

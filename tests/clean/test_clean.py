@@ -218,3 +218,54 @@ def test_manifest_input_uses_ok_rows(tmp_path):
 def test_cli_missing_input_is_one_line_error(tmp_path, capsys):
     assert main(["clean", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def _three_images(src):
+    src.mkdir()
+    for index in range(3):
+        sample = generate_sample(2, index, PhantomConfig(size=64))
+        cv2.imwrite(str(src / f"img{index}.png"), cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+
+
+def _clean(src, out):
+    return main(["clean", str(src), "--out", str(out), "--size", "32", "--sheet", "0", "--no-progress", "--no-ocr"])
+
+
+def test_torn_progress_line_redoes_only_the_torn_item(tmp_path, capsys):
+    _three_images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert _clean(tmp_path / "in", out) == 0
+    lines = (out / "done.jsonl").read_bytes().splitlines(keepends=True)
+    # killed while writing the second record; the third image was never cleaned
+    (out / "done.jsonl").write_bytes(lines[0] + lines[1][:25])
+    (out / "images" / "img2.png").unlink()
+    capsys.readouterr()
+    assert _clean(tmp_path / "in", out) == 0
+    assert json.loads(capsys.readouterr().out)["cleaned"] == 2  # img1 (torn) and img2, not img0
+    assert _clean(tmp_path / "in", out) == 0
+    assert json.loads(capsys.readouterr().out)["cleaned"] == 0  # every record after the torn line kept
+
+
+def test_disk_full_is_one_line_and_keeps_earlier_outputs(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from usfmae.clean import run as clean_run
+
+    _three_images(tmp_path / "in")
+    out = tmp_path / "out"
+    real_write = clean_run.write_png
+
+    def fill_up(path, image):
+        if "img1" in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, image)
+
+    monkeypatch.setattr(clean_run, "write_png", fill_up)
+    assert _clean(tmp_path / "in", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "img1.png: disk full" in err and "Traceback" not in err
+    assert read_image(out / "images" / "img0.png").shape == (32, 32, 3)  # finished before: intact
+    assert not list((out / "images").glob(".*"))  # no temporary file left behind
+    monkeypatch.setattr(clean_run, "write_png", real_write)
+    assert _clean(tmp_path / "in", out) == 0
+    assert json.loads(capsys.readouterr().out)["cleaned"] == 2

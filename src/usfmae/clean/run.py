@@ -37,7 +37,7 @@ from usfmae import imaging
 from usfmae.clean.inputs import list_inputs
 from usfmae.config import check, opt, save_config, to_dict
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir, read_jsonl
+from usfmae.fileio import RejectLog, append_jsonl, atomic_path, end_with_parent, ensure_output_dir, read_jsonl
 from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.runtime import configure_threads
 
@@ -248,6 +248,7 @@ def _work(task: tuple[str, str, str, dict]) -> dict:
 
 
 def _init_worker() -> None:
+    end_with_parent()  # a killed parent must not leave workers writing into its folder
     cv2.setNumThreads(1)  # processes give the parallelism; OpenCV threads would oversubscribe
 
 

@@ -56,7 +56,15 @@ from usfmae.curate.hashing import (
 )
 from usfmae.curate.readers import SCALES, detect_kind, read_frames
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, append_jsonl, atomic_path, ensure_output_dir, is_utf8, printable_name
+from usfmae.fileio import (
+    RejectLog,
+    append_jsonl,
+    atomic_path,
+    end_with_parent,
+    ensure_output_dir,
+    is_utf8,
+    printable_name,
+)
 from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.runtime import available_cores, configure_threads
 
@@ -253,6 +261,7 @@ def _write_png(path: Path, pixels, level: int) -> None:
 
 
 def _init_worker() -> None:
+    end_with_parent()  # a killed parent must not leave workers writing into its folder
     cv2.setNumThreads(1)  # one process per core already; OpenCV threads would oversubscribe
 
 

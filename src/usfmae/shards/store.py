@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from usfmae.errors import DataError
-from usfmae.fileio import atomic_path, read_json, write_json
+from usfmae.fileio import atomic_path, read_json, reserve_space, write_json
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ class ShardWriter:
             self._open_tmp = self.root / f".shard_{self._shards_done:05d}.partial.npy"
             self._open = np.lib.format.open_memmap(self._open_tmp, mode="w+", dtype=np.uint8,
                                                    shape=(self.shard_size, *self.frame_shape))
+            reserve_space(self._open_tmp)  # a full disk: OSError now, not SIGBUS in the middle
         self._open[self._fill] = frame
         self._pending.append((frame_id, source, None if label is None else str(label)))
         self._fill += 1
@@ -183,6 +184,7 @@ class ShardWriter:
             # the last shard is trimmed to its real length: copy into a right-sized file
             with atomic_path(final) as tmp:
                 trimmed = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *self.frame_shape))
+                reserve_space(tmp)
                 trimmed[:] = self._open[:n]
                 trimmed.flush()
                 del trimmed
