@@ -47,10 +47,13 @@ def test_published_layout_loads_and_gives_tokens(name: str) -> None:
     with torch.no_grad():
         tokens = model.forward_features(x)
         maps = model.forward_intermediates(x, [0, 1])
+        (last,) = model.forward_intermediates(x, [len(model.blocks) - 1], norm=True, intermediates_only=True)
         pooled = PooledEncoder(model, "cls")(x)
         logits = EncoderClassifier(model, num_classes=3)(x)
     assert tokens.shape == (2, 1 + grid * grid, width)
-    assert [tuple(m.shape) for m in maps] == [(2, width, grid, grid)] * 2
+    assert [tuple(m.shape) for m in maps] == [(2, width, grid, grid)] * 2 and model.embed_dim == width
+    # the last block's normed map is the patch tokens of forward_features, laid out on the grid
+    torch.testing.assert_close(last.flatten(2).transpose(1, 2), tokens[:, 1:])
     torch.testing.assert_close(pooled, tokens[:, 0])
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
 
@@ -199,3 +202,12 @@ def test_finetune_runs_an_adapter_with_our_protocol(tmp_path: Path) -> None:
     assert (protocol["input_size"], protocol["in_chans"], protocol["architecture"]) == (64, 3, "ultrasam")
     assert protocol["pretraining"] == "ultrasam:UltraSam.pth"
     assert finetune.run(cfg)["skipped"] == 1  # resumes: the finished cell is not run again
+
+
+def test_tinyusfm_released_shapes_have_the_papers_parameter_count() -> None:
+    """TinyUSFM at its released shapes (192 wide, 12 blocks, 12 heads): 5.5M parameters, as its paper says."""
+    from fixtures_checkpoints import tinyusfm
+
+    model, _ = ADAPTERS["tinyusfm"](tinyusfm(dim=192, depth=12))
+    # 12 blocks x 444,864 + patch embedding 147,648 + positions 197*192 + CLS 192 + fc_norm 384
+    assert sum(p.numel() for p in model.parameters()) == 12 * 444_864 + 147_648 + 37_824 + 192 + 384

@@ -87,9 +87,23 @@ class AdaptedEncoder(nn.Module):
         pooled, patches = self.forward_tokens(x)
         return torch.cat([pooled[:, None], patches], dim=1)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int]) -> list[torch.Tensor]:
-        """Feature maps ``[(B, D, H/p, W/p)]`` after the blocks ``indices`` (an int: the last n blocks)."""
-        return self.backbone.forward_intermediates(x, indices=indices, output_fmt="NCHW", intermediates_only=True)
+    @property
+    def blocks(self) -> nn.Module:
+        """The backbone's transformer blocks (dense heads pick their taps by depth)."""
+        return self.backbone.blocks
+
+    @property
+    def embed_dim(self) -> int:
+        return self.num_features
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int], norm: bool = False,
+                              intermediates_only: bool = True) -> list[torch.Tensor]:
+        """Feature maps ``[(B, D, H/p, W/p)]`` after the blocks ``indices`` (an int: the last n blocks);
+        ``norm`` applies the backbone's final norm where it has one (SAM, USFM and TinyUSFM have none)."""
+        if not intermediates_only:
+            raise UsfmaeError("adapters return the intermediate maps only")
+        return self.backbone.forward_intermediates(x, indices=indices, norm=norm, output_fmt="NCHW",
+                                                   intermediates_only=True)
 
 
 # ------------------------------------------------------------------------------------ reading files

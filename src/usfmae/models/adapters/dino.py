@@ -75,10 +75,6 @@ class VitEncoder(AdaptedEncoder):
         tokens = self.backbone.forward_features(x)  # (B, 1 + registers + L, D), normed
         return tokens[:, 0], tokens[:, self.backbone.num_prefix_tokens:]
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int]) -> list[torch.Tensor]:
-        return self.backbone.forward_intermediates(x, indices=indices, output_fmt="NCHW", intermediates_only=True,
-                                                   norm=True)
-
 
 def convert(published: StateDict) -> tuple[StateDict, dict[str, str]]:
     """A DINOv2 training checkpoint's backbone names unwrapped, its heads dropped and chunked blocks
