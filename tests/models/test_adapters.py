@@ -211,3 +211,12 @@ def test_tinyusfm_released_shapes_have_the_papers_parameter_count() -> None:
     model, _ = ADAPTERS["tinyusfm"](tinyusfm(dim=192, depth=12))
     # 12 blocks x 444,864 + patch embedding 147,648 + positions 197*192 + CLS 192 + fc_norm 384
     assert sum(p.numel() for p in model.parameters()) == 12 * 444_864 + 147_648 + 37_824 + 192 + 384
+
+
+@pytest.mark.parametrize(("name", "other"), [("ultrasam", "usfm"), ("sam_vit_b", "ultrasam"), ("usfm", "ultrasam"),
+                                             ("tinyusfm", "usfm"), ("dinov2_vitb14", "tinyusfm"),
+                                             ("ultradino", "sam_vit_b")])
+def test_another_projects_file_is_refused_in_one_line(name: str, other: str) -> None:
+    with pytest.raises(UsfmaeError) as info:
+        ADAPTERS[name](published(other), img_size=CASES[name][0])
+    assert "\n" not in str(info.value) and f"({SPECS[name].title})" in str(info.value)

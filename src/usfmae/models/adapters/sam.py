@@ -163,6 +163,11 @@ def _load(spec: AdapterSpec, convert, weights: Source, img_size: int | None,
     raw = weights if isinstance(weights, dict) else read_raw(weights, spec)
     published = tensors_of(raw, "state_dict", "model")
     origin = convert(published)
+    if not origin:
+        prefix = "backbone." if convert is from_mmpretrain else "image_encoder."
+        found = ", ".join(sorted(published)[:4]) or "none"
+        raise UsfmaeError(f"{label} ({spec.title}): no {prefix}* keys, so no image encoder of this layout "
+                          f"(found {found}, ...)")
     model, state, patch = build({key: published[name] for key, name in origin.items()}, contract)
     load_checked(model, state, f"{label} ({spec.title})", origin=origin)
     return SamEncoder(model, spec, contract, model.embed_dim, patch), contract
