@@ -220,3 +220,11 @@ def test_another_projects_file_is_refused_in_one_line(name: str, other: str) -> 
     with pytest.raises(UsfmaeError) as info:
         ADAPTERS[name](published(other), img_size=CASES[name][0])
     assert "\n" not in str(info.value) and f"({SPECS[name].title})" in str(info.value)
+
+
+def test_export_refuses_another_projects_encoder_in_one_line(tmp_path: Path) -> None:
+    from usfmae.downstream.export import export
+
+    with pytest.raises(UsfmaeError, match="export writes our MAE encoders; usfm is published by its project"):
+        export(tmp_path / "USFM_latest.pth", tmp_path / "out", model_name="usfm")
+    assert not (tmp_path / "out").exists()

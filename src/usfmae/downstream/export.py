@@ -38,6 +38,7 @@ from usfmae.downstream.embed import extract_features_from_files
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import RejectLog, atomic_open, atomic_path, write_json
 from usfmae.models import checkpoint, hf
+from usfmae.models.adapters import ADAPTERS, SPECS
 from usfmae.models.encoder import EncoderInfo, PooledEncoder, load_encoder
 
 log = logging.getLogger(__name__)
@@ -227,6 +228,9 @@ def export(weights: str | Path | None, out: str | Path, model_name: str | None =
         raise UsfmaeError(f"opset {opset} is too old; use 17 or newer")
     if format not in ("hub", "hf"):
         raise UsfmaeError(f"unknown export format {format!r}; use hub or hf")
+    if model_name in ADAPTERS:  # another project's encoder: its own release is the one to share
+        raise UsfmaeError(f"export writes our MAE encoders; {model_name} is published by its project "
+                          f"({SPECS[model_name].weights})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, info = load_encoder(weights, model_name, **(overrides or {}))
