@@ -46,12 +46,14 @@ def test_published_layout_loads_and_gives_tokens(name: str) -> None:
     x = torch.randn(2, contract.in_chans, size, size)
     with torch.no_grad():
         tokens = model.forward_features(x)
-        maps = model.forward_intermediates(x, [0, 1])
+        maps = model.forward_intermediates(x, [1, 0, 1])
         (last,) = model.forward_intermediates(x, [len(model.blocks) - 1], norm=True, intermediates_only=True)
         pooled = PooledEncoder(model, "cls")(x)
         logits = EncoderClassifier(model, num_classes=3)(x)
     assert tokens.shape == (2, 1 + grid * grid, width)
-    assert [tuple(m.shape) for m in maps] == [(2, width, grid, grid)] * 2 and model.embed_dim == width
+    assert [tuple(m.shape) for m in maps] == [(2, width, grid, grid)] * 3 and model.embed_dim == width
+    torch.testing.assert_close(maps[0], maps[2])  # one map per requested index, in the order asked
+    assert not torch.equal(maps[0], maps[1])
     # the last block's normed map is the patch tokens of forward_features, laid out on the grid
     torch.testing.assert_close(last.flatten(2).transpose(1, 2), tokens[:, 1:])
     torch.testing.assert_close(pooled, tokens[:, 0])

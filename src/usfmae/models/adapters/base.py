@@ -102,8 +102,17 @@ class AdaptedEncoder(nn.Module):
         ``norm`` applies the backbone's final norm where it has one (SAM, USFM and TinyUSFM have none)."""
         if not intermediates_only:
             raise UsfmaeError("adapters return the intermediate maps only")
-        return self.backbone.forward_intermediates(x, indices=indices, norm=norm, output_fmt="NCHW",
+        if isinstance(indices, int):
+            return self.backbone.forward_intermediates(x, indices=indices, norm=norm, output_fmt="NCHW",
+                                                       intermediates_only=True)
+        # timm returns one map per distinct block; give one per requested index, in the order asked.
+        depth = len(self.blocks)
+        wanted = [i % depth for i in indices]
+        distinct = sorted(set(wanted))
+        maps = self.backbone.forward_intermediates(x, indices=distinct, norm=norm, output_fmt="NCHW",
                                                    intermediates_only=True)
+        by_block = dict(zip(distinct, maps, strict=True))
+        return [by_block[i] for i in wanted]
 
 
 # ------------------------------------------------------------------------------------ reading files
