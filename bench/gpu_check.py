@@ -103,7 +103,7 @@ def _img_size(p: Profile) -> int:
 
 def _fixed_batch(p: Profile, work: Path, model: torch.nn.Module, n: int) -> torch.Tensor:
     """The first ``n`` packed phantom frames, resized + normalised for ``model``: (n, C, S, S) float."""
-    dc = model.data_config
+    dc = model.data_contract.to_dict()
     frames = torch.from_numpy(ShardReader(work / "shards").read_batch(np.arange(n))).permute(0, 3, 1, 2)
     resize = GpuAugment(None, dc["img_size"], dc["in_chans"], dc["mean"], dc["std"], enabled=False)
     return resize(frames.to(p.device))
@@ -282,7 +282,7 @@ def check_loader(p: Profile, work: Path) -> dict:
 
 def check_embed(p: Profile, work: Path) -> dict:
     model = _model(p).eval()
-    dc = model.data_config
+    dc = model.data_contract.to_dict()
     frames = torch.from_numpy(ShardReader(work / "shards").read_batch(np.arange(p.images))).permute(0, 3, 1, 2)
     frames = frames.repeat(max(1, 4 * p.batch // p.images), 1, 1, 1).contiguous()
     extract_features(model, frames[: p.batch], dc["mean"], dc["std"], batch_size=p.batch, device=p.device)

@@ -93,13 +93,14 @@ class DataContract:
             size, chans = int(d["img_size"]), int(d.get("in_chans") or 3)
         default_mean, default_std = default_mean_std(chans)
         return cls(size, chans, tuple(d.get("mean") or default_mean), tuple(d.get("std") or default_std),
-                   str(d.get("fit") or d.get("usfmae_fit") or "pad"))
+                   str(d.get("fit") or "pad"))
 
     def timm_cfg(self) -> dict[str, Any]:
-        """timm ``pretrained_cfg`` fields for this contract (``usfmae_fit`` names the fit policy)."""
+        """timm ``pretrained_cfg`` fields for this contract (timm has no field for the fit policy:
+        exports carry it in their ``usfmae.data_contract`` block)."""
         return {"input_size": [self.in_chans, self.img_size, self.img_size], "mean": list(self.mean),
                 "std": list(self.std), "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
-                "num_classes": 0, "usfmae_fit": self.fit}
+                "num_classes": 0}
 
     def replace(self, **changes: Any) -> DataContract:
         """A copy with ``changes``; a new ``in_chans`` without mean/std resets them to the defaults."""
@@ -162,6 +163,17 @@ def resolve_contract(source: Any = None, *, img_size: int | None = None, in_chan
     if fit is not None:
         changes["fit"] = fit
     return found.replace(**changes) if changes else found
+
+
+def normalise_constants(contract: DataContract, device: torch.device | str = "cpu",
+                        from_uint8: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mul, add)`` float32 (C, 1, 1) on ``device`` with ``x * mul + add`` = :func:`normalise`.
+
+    ``from_uint8``: ``x`` holds 0-255 values (uint8, or float copies of them), else [0, 1] values.
+    For code that fuses the normalisation into its own kernels (the GPU augmentation) and must
+    match :func:`normalise` bit for bit.
+    """
+    return _affine(contract.mean, contract.std, torch.device(device), from_uint8)
 
 
 @functools.lru_cache(maxsize=64)

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from usfmae.contract import DataContract, normalise
 from usfmae.data import transforms as T
 
 NO_GEOMETRY = T.AugmentConfig(rotation=(0.0, 0.0), hflip=0.0, vflip=0.0, scale=(1.0, 1.0), ratio=(1.0, 1.0))
@@ -86,7 +87,8 @@ def test_identity_config_is_plain_normalisation() -> None:
     x = _image(3, (2, 1, 16, 16))
     out = T.augment_batch(x, torch.Generator().manual_seed(0), NO_GEOMETRY, (0.5,), (0.25,))
     torch.testing.assert_close(out, (x.float() / 255 - 0.5) / 0.25, atol=1e-5, rtol=0)  # float32 grid
-    assert T.normalize(torch.tensor([[[255]]], dtype=torch.uint8), (0.5,), (0.5,)).item() == 1.0
+    white = torch.tensor([[[255]]], dtype=torch.uint8)  # normalisation is usfmae.contract's, the one for every path
+    assert normalise(white, DataContract(1, 1, (0.5,), (0.5,))).item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_generator_consumption_is_fixed() -> None:

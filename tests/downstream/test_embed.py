@@ -21,7 +21,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_embed_folder_is_deterministic_with_shape_n_by_d(phantom_dataset: Path, weights: Path, tmp_path: Path) -> None:
-    from usfmae.downstream.export import embed
+    from usfmae.downstream.embed import embed
 
     first = embed(phantom_dataset / "images", tmp_path / "a.npy", weights=weights, batch_size=7)
     second = embed(phantom_dataset / "images", tmp_path / "b.npy", weights=weights, batch_size=7)
@@ -33,7 +33,7 @@ def test_embed_folder_is_deterministic_with_shape_n_by_d(phantom_dataset: Path, 
 
 
 def test_embed_manifest_to_parquet_matches_numpy(phantom_dataset: Path, weights: Path, tmp_path: Path) -> None:
-    from usfmae.downstream.export import embed
+    from usfmae.downstream.embed import embed
 
     embed(phantom_dataset / "images", tmp_path / "f.npy", weights=weights, pool="mean")
     summary = embed(phantom_dataset / "manifest.parquet", tmp_path / "f.parquet", weights=weights, pool="mean")
@@ -49,7 +49,7 @@ def test_embed_manifest_to_parquet_matches_numpy(phantom_dataset: Path, weights:
 
 
 def test_bad_files_are_skipped_and_logged(phantom_dataset: Path, weights: Path, tmp_path: Path) -> None:
-    from usfmae.downstream.export import embed
+    from usfmae.downstream.embed import embed
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -77,7 +77,7 @@ def test_embed_cli(phantom_dataset: Path, weights: Path, tmp_path: Path, capsys)
 def test_embed_shards_equals_embed_of_the_same_frames(phantom_dataset: Path, weights: Path, tmp_path: Path) -> None:
     """The shard fast path (no decode) gives the features of the PNG path for the same pixels."""
     from usfmae.data.images import load_image
-    from usfmae.downstream.export import embed
+    from usfmae.downstream.embed import embed
     from usfmae.shards.store import ShardWriter
 
     pngs = sorted((phantom_dataset / "images").glob("*.png"))

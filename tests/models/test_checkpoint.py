@@ -138,7 +138,7 @@ def test_own_checkpoint_round_trip_keeps_name_and_config(tmp_path):
     path = save_model(src, tmp_path / "ckpt.pt", step=7)
     raw = torch.load(path, weights_only=True)
     assert raw["model_name"] == "mae_vit_micro_patch8_64" and raw["step"] == 7
-    assert raw["data_config"] == src.data_config
+    assert raw["data_contract"] == src.data_contract.to_dict()
     model = build_from_checkpoint(path)
     assert model.cfg == src.cfg and model.model_name == src.model_name
     for key, value in src.state_dict().items():
@@ -221,7 +221,7 @@ def test_export_encoder_loads_into_timm_and_back(tmp_path):
     assert not any(k.startswith("decoder") or k == "mask_token" for k in tensors)
     config = json.loads(sidecar.read_text())
     assert config["pretrained_cfg"]["input_size"] == [1, 64, 64] and config["pretrained_cfg"]["mean"] == [0.449]
-    assert config["usfmae"]["licence"] == "MIT" and config["usfmae"]["data_config"] == src.data_config
+    assert config["usfmae"]["licence"] == "MIT" and config["usfmae"]["data_contract"] == src.data_contract.to_dict()
 
     # timm loads the file itself (local file, no network) with the sidecar's arguments.
     theirs = timm.create_model(config["architecture"], pretrained=True, num_classes=0, **config["model_args"],

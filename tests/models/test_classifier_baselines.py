@@ -32,7 +32,7 @@ def test_encoder_classifier_shapes_and_features(mae, pool):
         torch.testing.assert_close(clf.forward_features(x), expected)
     names = [n for n, _ in clf.named_parameters()]
     assert not any("decoder" in n or "mask_token" in n for n in names)
-    assert clf.data_config == mae.data_config
+    assert clf.data_contract == mae.data_contract
 
 
 def test_encoder_copy_is_independent_of_the_mae(mae):

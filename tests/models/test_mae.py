@@ -8,6 +8,7 @@ import pytest
 import timm  # a hard dependency: the parity tests fail, never skip, without it
 import torch
 
+from usfmae.contract import DataContract
 from usfmae.errors import ConfigError, UsfmaeError
 from usfmae.models.mae import MAEConfig, MaskedAutoencoderViT, sincos_pos_embed_2d
 from usfmae.models.registry import create_model, list_models
@@ -181,7 +182,7 @@ def test_every_registered_model_builds(name):
         model = create_model(name)
     assert model.model_name == name
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(EXPECTED_PARAMS_M[name], abs=0.01)
-    assert model.data_config == {"img_size": model.cfg.img_size, "in_chans": 1, "mean": [0.449], "std": [0.226]}
+    assert model.data_contract == DataContract(model.cfg.img_size, 1, (0.449,), (0.226,), "pad")
 
 
 @pytest.mark.parametrize("name", ["mae_vit_tiny_patch8_64", "mae_vit_micro_patch8_64"])
@@ -201,7 +202,7 @@ def test_paper_variant_and_overrides():
     cfg = base.cfg
     assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.decoder_embed_dim, cfg.decoder_depth,
             cfg.decoder_num_heads, cfg.mask_ratio, cfg.img_size) == (768, 12, 12, 512, 8, 8, 0.25, 224)
-    assert rgb.data_config["mean"] == [0.485, 0.456, 0.406] and rgb.cfg.mask_ratio == 0.75
+    assert rgb.data_contract.mean == (0.485, 0.456, 0.406) and rgb.cfg.mask_ratio == 0.75
     assert tuple(rgb.decoder_pred.weight.shape) == (16 * 16 * 3, 512)
     with pytest.raises(UsfmaeError, match="unknown model 'nope'"):
         create_model("nope")

@@ -52,7 +52,8 @@ def test_folder_dataset_resizes_converts_and_skips_bad_files(image_folder: Path,
     assert len(ds) == 4  # three images + the corrupt one; notes.txt is not listed
     items = [ds[i] for i in range(4)]
     assert all(x.shape == (in_chans, 32, 32) and x.dtype == torch.uint8 for x in items)
-    assert (items[1].min().item(), items[1].max().item()) == (0, 255)  # 16-bit rescaled to the full range
+    # 16-bit mapped by bit depth (usfmae.imaging): the brightest value 61380 -> round(61380 * 255 / 65535) = 239
+    assert (items[1].min().item(), items[1].max().item()) == (0, 239)
     assert torch.equal(items[2], items[3])  # the corrupt file (sorted 3rd) is replaced by the next readable one
     ds[2]
     assert [r["file"].endswith("d_corrupt.png") for r in rejects.read()] == [True]  # rejected once
@@ -109,7 +110,7 @@ def test_cli_end_to_end_loss_falls_and_reconstruct(tmp_path: Path, capsys) -> No
         assert (out / name).is_file(), name
     state = read_run_state(out / "checkpoints" / "final.pt")
     assert state["step"] == 32 and state["config"]["batch_size"] == 16
-    assert state["data_config"]["img_size"] == 64 and set(state["rng"]) >= {"torch", "numpy", "python"}
+    assert state["data_contract"]["img_size"] == 64 and state["data_contract"]["fit"] == "pad" and set(state["rng"]) >= {"torch", "numpy", "python"}
     sample = tmp_path / "scan.png"
     cv2.imwrite(str(sample), np.random.default_rng(0).integers(0, 256, (80, 90), dtype=np.uint8))
     (tmp_path / "broken.png").write_bytes(b"nope")

@@ -2,9 +2,11 @@
 
 CORPUS is a folder of images (PNG, JPEG, BMP, TIFF; searched recursively) or a Parquet manifest
 with columns ``id`` and ``path`` (relative to the manifest's folder), and optionally ``status``
-(only "ok" rows are packed), ``source`` and ``label``. Each image is resized with area
-interpolation to fit SIZE x SIZE, keeping its aspect ratio (zero padding), and stored as grayscale
-(--channels 1, the default) or RGB (--channels 3).
+(only "ok" rows are packed), ``source`` and ``label``. Each image is decoded and resized with area
+interpolation to fit SIZE x SIZE by the same code every stage uses (usfmae.imaging): --fit pad (the
+default) keeps its aspect ratio with black borders, --fit stretch ignores it. Frames are stored as
+grayscale (--channels 1, the default) or RGB (--channels 3). Pack at the encoder's size, channels and
+fit, and `usfmae embed` / `usfmae pretrain` on the shards see the pixels they would see on the files.
 
 Re-running resumes: complete shards are kept, the last partial shard is rewritten, and files
 listed in SHARDS/rejects.jsonl (unreadable images) are not retried.

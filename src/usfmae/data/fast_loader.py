@@ -278,7 +278,7 @@ def build_fast_pipeline(shards: str | os.PathLike | ShardReader, batch_size: int
     Args:
         shards: shard folder written by ``usfmae pack`` (or an open ShardReader).
         batch_size: per-rank batch size.
-        img_size, in_chans, mean, std: the model's data contract (``model.data_config``).
+        img_size, in_chans, mean, std: the model's data contract (``model.data_contract``).
         aug_cfg: ``transforms.AugmentConfig`` or a mapping of its fields (None = the paper's:
             rotation 0-90, flips 0.5, crop scale 0.5-2.0).
         seed: run seed; epoch order and augmentation derive from it.

@@ -12,7 +12,8 @@ This module is the fast consumer of that definition for the shard pipeline:
   call (shards packed at 224 can feed a 64-pixel model), channels are adapted (grayscale frames
   repeated for a 3-channel model, RGB frames turned to luma for a 1-channel model);
 - the optional intensity jitter is skipped when its ranges are the identity, and the normalisation
-  ``(x / 255 - mean) / std`` is one fused multiply-add.
+  is one fused multiply-add with the constants of :func:`usfmae.contract.normalise` (identical
+  results to the CPU loaders for an unaugmented batch).
 
 Because the per-image CPU path (``transforms.augment_image``, ``cv2.warpAffine``) and this path
 share the parameter sampler and the matrices, the same parameters give the same pixels (tested to
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from usfmae.contract import DataContract, normalise_constants
 from usfmae.data.transforms import PAPER, AugmentConfig, AugmentParams, affine_matrices, sample_params
 
 # ITU-R BT.601 luma, as cv2.COLOR_RGB2GRAY, for RGB shards fed to a 1-channel model
@@ -92,20 +94,19 @@ class GpuAugment:
         self.cfg = coerce_config(cfg)
         self.out_size, self.in_chans, self.enabled = int(out_size), int(in_chans), enabled
         self._intensity = enabled and (tuple(self.cfg.gamma) != _IDENTITY_RANGE or tuple(self.cfg.gain) != _IDENTITY_RANGE)
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.contract = DataContract(self.out_size, self.in_chans, tuple(mean), tuple(std))
         self._on: dict[torch.device, tuple] = {}
 
     def _constants(self, device: torch.device) -> tuple:
-        """Per device, copied once: ((mul, add) for uint8 input, (mul, add) for [0, 1] input, luma).
+        """Per device, copied once: ((mul, add) for 0-255 values, (mul, add) for [0, 1] values, luma).
 
-        ``x * mul + add == (x * scale - mean) / std`` with scale 1/255 or 1.
+        ``x * mul + add`` is :func:`usfmae.contract.normalise` exactly (the same constants), so an
+        unaugmented batch here equals the CPU loaders' normalised tensor bit for bit.
         """
         if device not in self._on:
-            add = (-self._mean / self._std).to(device)
-            from_uint8 = ((1.0 / 255.0 / self._std).to(device), add)
-            from_unit = ((1.0 / self._std).to(device), add)
-            self._on[device] = (from_uint8, from_unit, torch.tensor(_LUMA).view(1, 3, 1, 1).to(device))
+            self._on[device] = (normalise_constants(self.contract, device, from_uint8=True),
+                                normalise_constants(self.contract, device, from_uint8=False),
+                                torch.tensor(_LUMA).view(1, 3, 1, 1).to(device))
         return self._on[device]
 
     def sample(self, batch: int, generator: torch.Generator | None) -> AugmentParams:

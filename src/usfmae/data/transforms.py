@@ -5,7 +5,7 @@ flips (p=0.5 each) and a random resized crop with area scale 0.5-2.0. A scale ab
 crop window larger than the image; torchvision silently falls back to a centre crop in that case,
 here the window really is larger and the outside is zero (black, like the background of a
 scan), so the image is zoomed out. Optional ultrasound-friendly intensity changes (gamma, gain) are
-off by default.
+off by default. Normalisation is :func:`usfmae.contract.normalise`, the one every path uses.
 
 All geometric steps are composed into ONE affine map per image (crop-resize, then flip, then
 rotation about the centre, as torchvision applies them), so the image is interpolated once:
@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from usfmae.contract import DataContract, normalise
 
 
 @dataclass(frozen=True)
@@ -137,13 +139,9 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(..., C, H, W) uint8 in [0, 255] or float in [0, 1] -> float ``(x - mean) / std``."""
-    x = _as_float(x)
-    shape = (-1, 1, 1)
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
-    return (x - m) / s
+def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(..., C, H, W) float in [0, 1] -> :func:`usfmae.contract.normalise` with these statistics."""
+    return normalise(x, DataContract(x.shape[-1], len(mean), tuple(mean), tuple(std)))
 
 
 def _intensity(x: torch.Tensor, gamma: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
@@ -197,7 +195,7 @@ def augment_image(img: torch.Tensor, generator: torch.Generator, cfg: AugmentCon
         (C,H,W) float32.
     """
     out = apply_params_image(img, sample_params(1, generator, cfg))
-    return out if mean is None else normalize(out, mean, std)
+    return out if mean is None else _normalise(out, mean, std)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, cfg: AugmentConfig = PAPER,
@@ -213,4 +211,4 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, cfg: AugmentConfi
         (B,C,H,W) float32, normalised when ``mean``/``std`` are given.
     """
     out = apply_params_batch(x, sample_params(x.shape[0], generator, cfg))
-    return out if mean is None else normalize(out, mean, std)
+    return out if mean is None else _normalise(out, mean, std)

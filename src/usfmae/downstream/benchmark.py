@@ -280,6 +280,8 @@ class ProbeConfig:
                      f"foundation model with its published --weights: {', '.join(ADAPTERS)}")
     out: str = opt("probe_out", "output folder")
     pool: str = opt("cls", "pooled feature", choices=["cls", "mean"])
+    fit: str | None = opt(None, "how images become square: pad or stretch (default: the encoder's pretraining fit)",
+                          choices=["pad", "stretch"])
     methods: list[str] = opt(["linear", "knn"], "probes to fit: linear (logistic regression), knn")
     fractions: list[float] = opt([0.01, 0.05, 0.1, 0.25, 0.5, 1.0], "label fractions of each training fold")
     seeds: list[int] = opt([0, 1, 2], "seeds (label subsets and logistic regression)")
@@ -315,10 +317,10 @@ def run_probe(cfg: ProbeConfig) -> dict[str, Any]:
     ds = labelled.load_dataset(cfg.data)
     folds = [f for f in finetune.dataset_folds(ds, cfg.split, cfg.k, cfg.seeds[0]) if not cfg.folds or f.index in cfg.folds]
     check(bool(folds), f"none of folds {cfg.folds} exist in {ds.name}")
-    model, info = load_encoder(cfg.weights, cfg.model)
+    model, info = load_encoder(cfg.weights, cfg.model, **({"fit": cfg.fit} if cfg.fit else {}))
     device = pick_device(cfg.device)
     images, kept = preload_images([r.path for r in ds.records], info.img_size, info.in_chans, cfg.num_workers,
-                                  RejectLog(out / "rejects.jsonl"), progress=True)
+                                  RejectLog(out / "rejects.jsonl"), progress=True, fit=info.fit)
     feats = extract_features(model, images, info.mean, info.std, cfg.pool, cfg.batch_size, device)
     row = np.full(len(ds), -1, dtype=np.int64)
     row[kept] = np.arange(len(kept))

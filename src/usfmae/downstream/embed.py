@@ -1,32 +1,48 @@
-"""Stream image files through a frozen encoder (``usfmae embed``).
+"""Features of images from a frozen encoder (``usfmae embed``): files, manifests, specs or shards.
+
+Every path feeds the encoder :func:`usfmae.contract.normalise` of :func:`usfmae.contract.prepare`
+(the one decoder and fit policy of :mod:`usfmae.imaging`) at the encoder's data contract, so a
+folder and the shards ``usfmae pack`` wrote from it at the same size, channels and fit give the
+same features.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from usfmae.data.images import iter_image_batches, normalise
-from usfmae.errors import DataError
-from usfmae.fileio import RejectLog
-from usfmae.models.encoder import PooledEncoder, forward_pooled, pick_device
+from usfmae.contract import DataContract, normalise, prepare
+from usfmae.data import labelled
+from usfmae.data.images import iter_image_batches, list_images
+from usfmae.errors import DataError, UsfmaeError
+from usfmae.fileio import RejectLog, atomic_open, atomic_path
+from usfmae.imaging import DEFAULT_MAX_PIXELS
+from usfmae.models.encoder import PooledEncoder, forward_pooled, load_encoder, pick_device
 from usfmae.runtime import configure_threads
+from usfmae.shards import store
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def extract_features_from_files(model: nn.Module, paths: Sequence[str | Path], img_size: int, in_chans: int,
-                                mean: Sequence[float], std: Sequence[float], pool: str = "cls",
-                                batch_size: int = 64, device: str | torch.device | None = None,
-                                num_workers: int = 0, rejects: RejectLog | None = None,
-                                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def extract_features_from_files(model: nn.Module, paths: Sequence[str | Path], contract: DataContract,
+                                pool: str = "cls", batch_size: int = 64, device: str | torch.device | None = None,
+                                num_workers: int = 0, rejects: RejectLog | None = None, progress: bool = False,
+                                max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """Stream files through the encoder (memory flat in N apart from the (N, D) output).
+
+    Args:
+        contract: the encoder's input contract (size, channels, statistics, fit policy).
 
     Returns:
         ``(features float32 (N_kept, D), kept indices into paths (N_kept,))``.
@@ -36,12 +52,109 @@ def extract_features_from_files(model: nn.Module, paths: Sequence[str | Path], i
     encoder = model if isinstance(model, PooledEncoder) else PooledEncoder(model, pool)
     encoder.eval().to(device)
     feats, kept = [], []
-    for index, images in iter_image_batches(paths, img_size, in_chans, batch_size, num_workers, rejects, progress):
-        batch = normalise(images.to(device, non_blocking=True), mean, std)
-        feats.append(forward_pooled(encoder, batch, device))
+    for index, images in iter_image_batches(paths, contract.img_size, contract.in_chans, batch_size, num_workers,
+                                            rejects, progress, fit=contract.fit, max_pixels=max_pixels):
+        feats.append(forward_pooled(encoder, normalise(images.to(device, non_blocking=True), contract), device))
         kept.append(index.numpy())
     if not feats:
         raise DataError(f"none of the {len(paths)} images could be read")
     return torch.cat(feats).numpy(), np.concatenate(kept)
 
 
+@torch.no_grad()
+def embed_shards(reader: store.ShardReader, model: nn.Module, contract: DataContract, pool: str = "cls",
+                 batch_size: int = 256, device: str | None = None, progress: bool = False) -> np.ndarray:
+    """Features of every frame of a ``usfmae pack`` shard folder, in index order.
+
+    Frames packed at the contract's size, channels and fit go to the device as they are (no
+    decoding: the fast path). Others are fitted again on the CPU (:func:`usfmae.contract.prepare`),
+    with a warning, since their pixels then differ from decoding the original files.
+
+    Returns:
+        float32 ``(N, D)``.
+    """
+    dev = pick_device(device)
+    encoder = PooledEncoder(model, pool).eval().to(dev)
+    as_is = reader.frame_shape == (contract.img_size, contract.img_size, contract.in_chans) and reader.fit == contract.fit
+    if not as_is:
+        h, w, c = reader.frame_shape
+        log.warning("%s: frames packed as %dx%dx%d (fit %s), the encoder wants %dx%dx%d (fit %s); re-fitting them",
+                    reader.root, h, w, c, reader.fit, contract.img_size, contract.img_size, contract.in_chans,
+                    contract.fit)
+    out = []
+    for start in tqdm(range(0, len(reader), batch_size), unit="batch", desc="features", disable=not progress):
+        frames = reader.read_batch(np.arange(start, min(start + batch_size, len(reader))))  # (B, H, W, C)
+        if as_is:
+            x = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        else:
+            x = torch.stack([prepare(frame, contract) for frame in frames])
+        out.append(forward_pooled(encoder, normalise(x.to(dev, non_blocking=True), contract), dev))
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def embed_inputs(source: str | Path) -> list[Path]:
+    """Image paths of a folder (recursive), a Parquet manifest (``path`` column) or a KIND:PATH spec.
+
+    (A ``usfmae pack`` shard folder is read directly by :func:`embed_shards` instead.)
+    """
+    text = str(source)
+    path = Path(source)
+    if path.is_dir():
+        paths = list_images(path)
+    elif path.suffix == ".parquet" and path.is_file():
+        table = pq.read_table(path)
+        if "path" not in table.column_names:
+            raise DataError(f"{path}: manifest has no 'path' column")
+        paths = [p if p.is_absolute() else path.parent / p for p in map(Path, table.column("path").to_pylist())]
+    elif ":" in text and not path.exists():
+        paths = [r.path for r in labelled.load_dataset(text).records]
+    else:
+        raise DataError(f"{source}: not a folder, a .parquet manifest, or a KIND:PATH dataset spec")
+    if not paths:
+        raise DataError(f"{source}: no images found")
+    return paths
+
+
+def embed(source: str | Path, out: str | Path, weights: str | Path | None = None, model_name: str | None = None,
+          pool: str = "cls", batch_size: int = 64, device: str | None = None, num_workers: int = 0,
+          overrides: dict[str, Any] | None = None, progress: bool = False, fit: str | None = None,
+          max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
+    """Features of every readable image of ``source`` to ``out`` (.parquet or .npy), in input order.
+
+    Args:
+        fit: "pad" or "stretch" instead of the encoder's pretraining fit policy (default: the encoder's).
+
+    Returns:
+        ``{"n", "dim", "rejected", "out", "contract"}``. Unreadable files are skipped and logged to
+        ``<out>.rejects.jsonl``.
+    """
+    out = Path(out)
+    if out.suffix not in (".parquet", ".npy"):
+        raise UsfmaeError(f"{out}: output must end in .parquet or .npy")
+    model, info = load_encoder(weights, model_name, **(overrides or {}))
+    contract = info.contract.replace(fit=fit) if fit else info.contract
+    rejects = RejectLog(out.with_name(out.name + ".rejects.jsonl"))
+    if store.is_shard_dir(source):  # packed frames: no decoding, the fast path
+        reader = store.ShardReader(source)
+        feats = embed_shards(reader, model, contract, pool, batch_size, device, progress)
+        kept_paths = list(reader.ids)
+    else:
+        paths = embed_inputs(source)
+        feats, kept = extract_features_from_files(model, paths, contract, pool, batch_size, device, num_workers,
+                                                  rejects, progress, max_pixels)
+        kept_paths = [str(paths[i]) for i in kept]
+    if out.suffix == ".npy":
+        with atomic_path(out) as tmp:
+            np.save(tmp, feats)
+        with atomic_open(out.with_suffix(".paths.txt"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(kept_paths) + "\n")
+    else:
+        column = pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1), pa.float32()), feats.shape[1])
+        table = pa.table({"path": kept_paths, "feature": column})
+        table = table.replace_schema_metadata({"usfmae": json.dumps({
+            "model": info.name, "weights": str(weights) if weights else None, "pool": pool,
+            "img_size": contract.img_size, "in_chans": contract.in_chans, "data_contract": contract.to_dict()})})
+        with atomic_path(out) as tmp:
+            pq.write_table(table, tmp)
+    return {"n": int(len(kept_paths)), "dim": int(feats.shape[1]), "rejected": rejects.count, "out": str(out),
+            "contract": contract.to_dict()}

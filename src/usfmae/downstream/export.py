@@ -22,7 +22,6 @@ and compared with PyTorch; a difference above ``tolerance`` is an error, not a w
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -33,10 +32,8 @@ import torch
 from torch import nn
 
 from usfmae.contract import resolve_contract
-from usfmae.data.images import list_images
-from usfmae.downstream.embed import extract_features_from_files
 from usfmae.errors import UsfmaeError
-from usfmae.fileio import RejectLog, atomic_open, atomic_path, write_json
+from usfmae.fileio import atomic_open, atomic_path, write_json
 from usfmae.models import checkpoint, hf
 from usfmae.models.adapters import ADAPTERS, SPECS
 from usfmae.models.encoder import EncoderInfo, PooledEncoder, load_encoder
@@ -126,6 +123,7 @@ A Vision Transformer encoder pretrained with masked autoencoding on ultrasound i
 |---|---|
 | image size | {info.img_size} x {info.img_size} |
 | channels (in_chans) | {info.in_chans} ({"grayscale" if info.in_chans == 1 else "RGB, grayscale replicated"}) |
+| fit to a square | {info.fit} ({"long side to the input size, aspect kept, black borders" if info.fit == "pad" else "resized to a square, aspect ignored"}; area interpolation) |
 | scaling | pixel / 255, then (x - mean) / std |
 | mean | {list(info.mean)} |
 | std | {list(info.std)} |
@@ -266,115 +264,3 @@ def export(weights: str | Path | None, out: str | Path, model_name: str | None =
         handle.write(_card(info, timm_cfg, pool, diff, recipe, licence, audit, format))
     write_json(out / "export.json", summary)
     return summary
-
-
-# ----------------------------------------------------------------------------------------- embed
-def embed_inputs(source: str | Path) -> list[Path]:
-    """Image paths of a folder (recursive), a Parquet manifest (``path`` column) or a KIND:PATH spec.
-
-    (A ``usfmae pack`` shard folder is read directly by :func:`embed_shards` instead.)
-    """
-    from usfmae.errors import DataError
-
-    text = str(source)
-    path = Path(source)
-    if path.is_dir():
-        paths = list_images(path)
-    elif path.suffix == ".parquet" and path.is_file():
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if "path" not in table.column_names:
-            raise DataError(f"{path}: manifest has no 'path' column")
-        paths = [p if p.is_absolute() else path.parent / p for p in map(Path, table.column("path").to_pylist())]
-    elif ":" in text and not path.exists():
-        from usfmae.data import labelled
-
-        paths = [r.path for r in labelled.load_dataset(text).records]
-    else:
-        raise DataError(f"{source}: not a folder, a .parquet manifest, or a KIND:PATH dataset spec")
-    if not paths:
-        raise DataError(f"{source}: no images found")
-    return paths
-
-
-def embed(source: str | Path, out: str | Path, weights: str | Path | None = None, model_name: str | None = None,
-          pool: str = "cls", batch_size: int = 64, device: str | None = None, num_workers: int = 0,
-          overrides: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
-    """Features of every readable image of ``source`` to ``out`` (.parquet or .npy), in input order.
-
-    Returns:
-        ``{"n", "dim", "rejected", "out"}``. Unreadable files are skipped and logged to
-        ``<out>.rejects.jsonl``.
-    """
-    from usfmae.shards import store
-
-    out = Path(out)
-    if out.suffix not in (".parquet", ".npy"):
-        raise UsfmaeError(f"{out}: output must end in .parquet or .npy")
-    model, info = load_encoder(weights, model_name, **(overrides or {}))
-    rejects = RejectLog(out.with_name(out.name + ".rejects.jsonl"))
-    if store.is_shard_dir(source):  # packed frames: no decoding, the fast path
-        reader = store.ShardReader(source)
-        feats = embed_shards(reader, model, info, pool, batch_size, device, progress)
-        kept_paths = list(reader.ids)
-    else:
-        paths = embed_inputs(source)
-        feats, kept = extract_features_from_files(model, paths, info.img_size, info.in_chans, info.mean, info.std,
-                                                  pool, batch_size, device, num_workers, rejects, progress)
-        kept_paths = [str(paths[i]) for i in kept]
-    if out.suffix == ".npy":
-        with atomic_path(out) as tmp:
-            np.save(tmp, feats)
-        with atomic_open(out.with_suffix(".paths.txt"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(kept_paths) + "\n")
-    else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        column = pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1), pa.float32()), feats.shape[1])
-        table = pa.table({"path": kept_paths, "feature": column})
-        table = table.replace_schema_metadata({"usfmae": json.dumps({
-            "model": info.name, "weights": str(weights) if weights else None, "pool": pool,
-            "img_size": info.img_size, "in_chans": info.in_chans})})
-        with atomic_path(out) as tmp:
-            pq.write_table(table, tmp)
-    return {"n": int(len(kept_paths)), "dim": int(feats.shape[1]), "rejected": rejects.count, "out": str(out)}
-
-
-@torch.no_grad()
-def embed_shards(reader: Any, model: nn.Module, info: EncoderInfo, pool: str = "cls", batch_size: int = 256,
-                 device: str | None = None, progress: bool = False) -> np.ndarray:
-    """Features of every frame of a ``usfmae pack`` shard folder, in index order.
-
-    Frames are gathered from the memory maps in batches, moved to the device, converted to the
-    model's channels (luminance or replication) and size (antialiased bilinear) there.
-
-    Returns:
-        float32 ``(N, D)``.
-    """
-    import torch.nn.functional as F
-
-    from usfmae.data.images import normalise
-    from usfmae.models.encoder import forward_pooled, pick_device
-
-    dev = pick_device(device)
-    encoder = PooledEncoder(model, pool).eval().to(dev)
-    luma = torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)
-    starts = range(0, len(reader), batch_size)
-    if progress:
-        from tqdm import tqdm
-        starts = tqdm(starts, unit="batch", desc="features")
-    out = []
-    for start in starts:
-        frames = reader.read_batch(np.arange(start, min(start + batch_size, len(reader))))  # (B, H, W, C)
-        x = torch.from_numpy(frames).to(dev, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
-        if x.shape[1] == 3 and info.in_chans == 1:
-            x = (x * luma).sum(dim=1, keepdim=True)
-        elif x.shape[1] == 1 and info.in_chans > 1:
-            x = x.expand(-1, info.in_chans, -1, -1)
-        if x.shape[-1] != info.img_size or x.shape[-2] != info.img_size:
-            x = F.interpolate(x, size=(info.img_size, info.img_size), mode="bilinear", antialias=True,
-                              align_corners=False)
-        out.append(forward_pooled(encoder, normalise(x, info.mean, info.std), dev))
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

@@ -4,7 +4,7 @@ Formats read (detected from content, not from the name):
 
 * a plain state dict with MAE keys (the released ``USF-MAE_full_pretrain_43dataset_100epochs.pt``);
 * ``{"model": state_dict, ...}`` (facebookresearch MAE; ours add ``model_name``, ``model_cfg``,
-  ``data_config``) or ``{"state_dict": ...}``;
+  ``data_contract``; older files ``data_config``) or ``{"state_dict": ...}``;
 * a timm ``VisionTransformer`` encoder state dict, ``.safetensors`` or ``.pt`` (the decoder then keeps
   its initialisation; classifier ``head.*``/``fc_norm.*`` keys are ignored).
 
@@ -76,7 +76,8 @@ def read_checkpoint(source: str | os.PathLike | dict, allow_pickle: bool = False
 
     Returns:
         (state_dict with wrapper prefixes stripped, metadata). Metadata is every other entry of a
-        ``{"model": ...}`` payload (ours: ``model_name``, ``model_cfg``, ``data_config``, and for a
+        ``{"model": ...}`` payload (ours: ``model_name``, ``model_cfg``, ``data_contract`` (older files
+        ``data_config``), and for a
         pretraining checkpoint ``format``, ``step``, ``optimizer``, ``rng``, ``config``, ...;
         facebookresearch MAE: ``args``, ``epoch``, ...), the ``usfmae`` header of a safetensors
         file, and empty for a bare state dict.
@@ -434,13 +435,13 @@ def build_from_checkpoint(source: str | os.PathLike | dict, model_name: str | No
 
 
 def checkpoint_metadata(model: VisionTransformerEncoder) -> dict[str, Any]:
-    """``{"model_name", "model_cfg", "data_config"}``: put these beside ``"model"`` in every checkpoint."""
+    """``{"model_name", "model_cfg", "data_contract"}``: put these beside ``"model"`` in every checkpoint."""
     return {"model_name": getattr(model, "model_name", None), "model_cfg": model.cfg.to_dict(),
-            "data_config": model.data_config}
+            "data_contract": model.data_contract.to_dict()}
 
 
 def save_model(model: VisionTransformerEncoder, path: str | os.PathLike, **extra: Any) -> Path:
-    """Write ``{"model": state_dict, "model_name", "model_cfg", "data_config", **extra}`` atomically."""
+    """Write ``{"model": state_dict, "model_name", "model_cfg", "data_contract", **extra}`` atomically."""
     payload = {"model": model.state_dict(), **checkpoint_metadata(model), **extra}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -457,9 +458,7 @@ def timm_config(model: VisionTransformerEncoder) -> dict[str, Any]:
         "num_classes": 0,
         "num_features": cfg.embed_dim,
         "model_args": model_args,
-        "pretrained_cfg": {"input_size": [cfg.in_chans, cfg.img_size, cfg.img_size], "mean": list(cfg.mean),
-                           "std": list(cfg.std), "interpolation": "bicubic", "crop_pct": 1.0, "num_classes": 0,
-                           "first_conv": "patch_embed.proj", "classifier": "head"},
+        "pretrained_cfg": {**model.data_contract.timm_cfg(), "first_conv": "patch_embed.proj", "classifier": "head"},
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from usfmae.contract import DataContract
 from usfmae.errors import ConfigError
 from usfmae.models.mae import VisionTransformerEncoder, is_decoder_key
 
@@ -60,8 +61,9 @@ class EncoderClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     @property
-    def data_config(self) -> dict[str, Any] | None:
-        return getattr(self.encoder, "data_config", None)
+    def data_contract(self) -> DataContract | None:
+        """The encoder's data contract (None for an encoder without one)."""
+        return getattr(self.encoder, "data_contract", None)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (B, D)."""

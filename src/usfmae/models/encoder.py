@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from usfmae.contract import DataContract, default_mean_std, normalise
+from usfmae.contract import DataContract, normalise, resolve_contract
 from usfmae.errors import DataError, UsfmaeError
 from usfmae.models import adapters, checkpoint, registry
 
@@ -71,6 +71,12 @@ class EncoderInfo:
     source: str  # "scratch", "usfmae-pretrain", "imported:<file>", "imagenet"
     mask_ratio: float | None = None  # mask ratio of the pretraining, when the checkpoint says
     pretrain: dict[str, Any] | None = None  # the pretraining config and step count of our checkpoints
+    fit: str = "pad"  # how images were made square for pretraining (usfmae.imaging)
+
+    @property
+    def contract(self) -> DataContract:
+        """The input contract as one :class:`~usfmae.contract.DataContract`."""
+        return DataContract(self.img_size, self.in_chans, self.mean, self.std, self.fit)
 
     def describe(self) -> str:
         """One line for the results' ``protocol.pretraining``, e.g. ``usfmae-pretrain phantom:512, 400 steps, mask 0.75``."""
@@ -85,12 +91,16 @@ class EncoderInfo:
 
 def data_contract(model: nn.Module, img_size: int | None = None,
                   in_chans: int | None = None) -> tuple[int, int, tuple[float, ...], tuple[float, ...]]:
-    """``(img_size, in_chans, mean, std)`` of a model: its ``data_config`` or ImageNet defaults."""
-    dc = dict(getattr(model, "data_config", None) or {})
-    size = int(dc.get("img_size") or img_size or 224)
-    chans = int(dc.get("in_chans") or in_chans or 3)
-    default_mean, default_std = default_mean_std(chans)
-    return size, chans, tuple(dc.get("mean") or default_mean), tuple(dc.get("std") or default_std)
+    """``(img_size, in_chans, mean, std)`` of a model: its ``data_contract`` or ImageNet defaults."""
+    c = model_contract(model, img_size, in_chans)
+    return c.img_size, c.in_chans, c.mean, c.std
+
+
+def model_contract(model: nn.Module, img_size: int | None = None, in_chans: int | None = None) -> DataContract:
+    """A model's ``data_contract``; a model without one (baselines) gets ImageNet statistics at
+    ``img_size`` (224) with ``in_chans`` (3) channels."""
+    found = getattr(model, "data_contract", None)
+    return found if isinstance(found, DataContract) else resolve_contract(None, img_size=img_size, in_chans=in_chans)
 
 
 def load_encoder(weights: str | Path | None, model_name: str | None = None,
@@ -140,9 +150,9 @@ def _load_adapter(name: str, weights: str | Path | None, overrides: dict[str, An
 
 def _info(model: nn.Module, name: str, source: str, mask_ratio: float | None,
           pretrain: dict[str, Any] | None = None) -> EncoderInfo:
-    size, chans, mean, std = data_contract(model)
-    return EncoderInfo(name, size, chans, mean, std, source, None if mask_ratio is None else float(mask_ratio),
-                       pretrain)
+    c = model_contract(model)
+    return EncoderInfo(name, c.img_size, c.in_chans, c.mean, c.std, source,
+                       None if mask_ratio is None else float(mask_ratio), pretrain, c.fit)
 
 
 def pick_device(device: str | None = None) -> torch.device:

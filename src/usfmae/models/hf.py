@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from usfmae.contract import DataContract
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import atomic_path, write_json
 from usfmae.models.mae import MAEConfig, VisionTransformerEncoder
@@ -203,7 +204,7 @@ def read_hf_config(folder: str | Path) -> tuple[dict[str, Any] | None, dict[str,
 
 
 def hf_metadata(state: StateDict, folder: str | Path | None) -> dict[str, Any]:
-    """Checkpoint metadata (``model_name``, ``model_cfg``, ``data_config``) for converted Hugging Face
+    """Checkpoint metadata (``model_name``, ``model_cfg``, ``data_contract``) for converted Hugging Face
     weights: from the folder's ``config.json`` when there is one, else empty (shapes decide)."""
     from usfmae.models.registry import find_variant
 
@@ -216,8 +217,7 @@ def hf_metadata(state: StateDict, folder: str | Path | None) -> dict[str, Any]:
         overrides = {"mean": tuple(preprocessor["image_mean"]), "std": tuple(preprocessor["image_std"])}
     cfg = config_from_hf(config, **overrides)
     return {"format": "huggingface", "model_name": find_variant(cfg), "model_cfg": cfg.to_dict(),
-            "data_config": {"img_size": cfg.img_size, "in_chans": cfg.in_chans, "mean": list(cfg.mean),
-                            "std": list(cfg.std)}}
+            "data_contract": DataContract(cfg.img_size, cfg.in_chans, cfg.mean, cfg.std, cfg.fit).to_dict()}
 
 
 def export_hf(model: VisionTransformerEncoder, out: str | Path, legacy: bool = True) -> Path:

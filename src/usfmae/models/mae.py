@@ -24,29 +24,22 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from usfmae.config import check, to_dict
+from usfmae.contract import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, DataContract, default_mean_std
 from usfmae.errors import UsfmaeError
 
-# ImageNet statistics (the paper normalises with them, grayscale replicated to RGB). For one channel
-# we use their average: a gray image replicated and normalised per channel differs from this by at
-# most 0.036 in mean and 0.003 in std, and summed RGB filters then see nearly the same input.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-GRAY_MEAN = (0.449,)
-GRAY_STD = (0.226,)
-
-
-def default_mean_std(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation statistics for ``in_chans`` channels: ImageNet for 3, their average otherwise."""
-    if in_chans == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return GRAY_MEAN * in_chans, GRAY_STD * in_chans
+# The statistics live with the data contract; re-exported here for older imports.
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "GRAY_MEAN", "GRAY_STD", "default_mean_std", "MAEConfig",
+           "VisionTransformerEncoder", "MaskedAutoencoderViT", "is_decoder_key", "sincos_pos_embed_2d"]
 
 
 @dataclass
 class MAEConfig:
     """Architecture and data contract of a masked autoencoder (saved inside every checkpoint).
 
-    ``mean``/``std`` left as ``None`` take :func:`default_mean_std` for ``in_chans``.
+    ``mean``/``std`` left as ``None`` take :func:`default_mean_std` for ``in_chans``; ``fit`` is how
+    images were made square for pretraining ("pad" or "stretch", see :mod:`usfmae.imaging`), which
+    downstream stages reuse. Together with ``img_size`` and ``in_chans`` they form the model's
+    :class:`~usfmae.contract.DataContract` (``model.data_contract``).
     """
 
     img_size: int = 224
@@ -66,6 +59,7 @@ class MAEConfig:
     std: tuple[float, ...] | None = None
     grad_checkpointing: bool = False
     norm_eps: float = 1e-6  # LayerNorm epsilon: 1e-6 in timm and MAE, 1e-12 in Hugging Face ViTMAE configs
+    fit: str = "pad"
 
     def __post_init__(self) -> None:
         check(self.in_chans >= 1, f"in_chans must be >= 1, got {self.in_chans}")
@@ -85,6 +79,7 @@ class MAEConfig:
         check(len(self.mean) == self.in_chans and len(self.std) == self.in_chans,
               f"mean/std need {self.in_chans} values, got {len(self.mean)}/{len(self.std)}")
         check(all(s > 0 for s in self.std), "std values must be positive")
+        check(self.fit in ("pad", "stretch"), f"fit must be 'pad' or 'stretch', got {self.fit!r}")
 
     @property
     def grid_size(self) -> int:
@@ -244,10 +239,9 @@ class VisionTransformerEncoder(nn.Module):
         self._init_encoder_weights()
 
     @property
-    def data_config(self) -> dict[str, Any]:
-        """The preprocessing contract: ``{"img_size", "in_chans", "mean", "std"}``."""
-        return {"img_size": self.cfg.img_size, "in_chans": self.cfg.in_chans,
-                "mean": list(self.cfg.mean), "std": list(self.cfg.std)}
+    def data_contract(self) -> DataContract:
+        """The preprocessing contract (image size, channels, mean, std, fit policy)."""
+        return DataContract(self.cfg.img_size, self.cfg.in_chans, self.cfg.mean, self.cfg.std, self.cfg.fit)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in backward (saves memory on large variants, costs ~30% time)."""

@@ -1,7 +1,7 @@
 """Named MAE variants: ``create_model(name, **overrides)``, ``list_models()`` and ``describe_model(name)``.
 
 Every variant is a complete :class:`~usfmae.models.mae.MAEConfig`, so it carries its data contract
-(image size, channels, mean, std); ``model.data_config`` exposes it and checkpoints store it.
+(image size, channels, mean, std, fit policy); ``model.data_contract`` exposes it and checkpoints store it.
 
 Defaults: one grayscale channel, normalised with the ImageNet statistics averaged over RGB
 (mean 0.449, std 0.226); pass ``in_chans=3`` for paper parity (ImageNet mean/std per channel).
@@ -121,7 +121,7 @@ def create_model(name: str, **overrides: Any) -> MaskedAutoencoderViT:
         **overrides: any :class:`MAEConfig` field (``img_size``, ``in_chans``, ``mask_ratio``, ...).
 
     Returns:
-        The model; ``model.model_name`` is ``name`` and ``model.data_config`` its data contract.
+        The model; ``model.model_name`` is ``name`` and ``model.data_contract`` its data contract.
     """
     model = MaskedAutoencoderViT(variant_config(name, **overrides))
     model.model_name = name

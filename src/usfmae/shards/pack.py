@@ -3,8 +3,8 @@
 :func:`list_corpus` lists the frames of an image folder (searched recursively; the first folder
 level is the source name) or of a Parquet manifest (``id``, ``path`` relative to the manifest, and
 optionally ``status`` (only "ok" rows), ``source``, ``label``). :func:`load_frame` fits one image
-into a (size, size, channels) uint8 array: area interpolation, aspect kept by zero padding, gray or
-RGB. :func:`pack_corpus` decodes them on ``PackConfig.workers`` threads and appends them to a
+into a (size, size, channels) uint8 array with :mod:`usfmae.imaging` (the decoder and fit policy
+every stage shares; ``PackConfig.fit``, recorded in ``shards.json``), gray or RGB. :func:`pack_corpus` decodes them on ``PackConfig.workers`` threads and appends them to a
 :class:`usfmae.shards.store.ShardWriter`; it resumes (complete shards kept, rejected files listed in
 ``rejects.jsonl`` not retried) and returns the counts the command prints.
 """
@@ -24,10 +24,11 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from usfmae import imaging
 from usfmae.config import check, opt
-from usfmae.curate.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
+from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, IMAGE_SUFFIXES
 from usfmae.runtime import configure_threads
 from usfmae.shards.store import ShardReader, ShardWriter, check_layout, is_shard_dir
 
@@ -43,12 +44,15 @@ class PackConfig:
     channels: int = opt(1, "1 = grayscale, 3 = RGB", choices=[1, 3])
     shard_size: int = opt(4096, "frames per shard file")
     workers: int = opt(2, "decode threads (OpenCV releases the GIL)")
+    fit: str = opt("pad", "how frames become square: pad (aspect kept, black borders) or stretch",
+                   choices=list(FIT_POLICIES))
 
     def __post_init__(self) -> None:
         check(8 <= self.size <= 4096, f"--size must be between 8 and 4096, got {self.size}")
         check(self.channels in (1, 3), f"--channels must be 1 or 3, got {self.channels}")
         check(self.shard_size >= 1, f"--shard-size must be positive, got {self.shard_size}")
         check(self.workers >= 1, f"--workers must be positive, got {self.workers}")
+        check(self.fit in FIT_POLICIES, f"--fit must be pad or stretch, got {self.fit!r}")
 
 
 @dataclass(frozen=True)
@@ -90,45 +94,31 @@ def list_corpus(corpus: str | os.PathLike) -> list[CorpusItem]:
     raise DataError(f"{corpus}: expected an image folder or a .parquet manifest")
 
 
-def load_frame(path: str | os.PathLike, size: int, channels: int) -> np.ndarray:
-    """Read an image and fit it into (size, size, channels) uint8, aspect kept by zero padding.
+def load_frame(path: str | os.PathLike, size: int, channels: int, fit: str = "pad",
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image and fit it into (size, size, channels) uint8: :func:`usfmae.imaging.read_image`
+    then :func:`usfmae.imaging.fit` (area interpolation; ``"pad"`` keeps the aspect ratio).
 
-    8- and 16-bit, gray, RGB, RGBA and palette files are accepted (OpenCV expands palettes).
     Raises:
-        ValueError: the file is missing, empty, truncated or not an image.
+        DataError: the file is missing, empty, truncated, too large or not an image.
     """
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise ValueError("not a readable image")
-    if img.dtype == np.uint16:
-        img = (img.astype(np.uint32) * 255 // 65535).astype(np.uint8)  # full 16-bit range -> 8 bits
-    elif img.dtype != np.uint8:
-        raise ValueError(f"unsupported pixel type {img.dtype}")
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if channels == 1:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB if img.ndim == 2 else cv2.COLOR_BGR2RGB)
-    h, w = img.shape[:2]
-    if (h, w) != (size, size):
-        scale = size / max(h, w)
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
-        canvas = np.zeros((size, size) + img.shape[2:], dtype=np.uint8)
-        top, left = (size - nh) // 2, (size - nw) // 2
-        canvas[top:top + nh, left:left + nw] = resized
-        img = canvas
-    return img.reshape(size, size, channels)
+    return imaging.fit(imaging.read_image(path, max_pixels=max_pixels), size, channels, fit)
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """The reason of a decoding error without the file name (the reject log records the file)."""
+    text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _decoded(items: list[CorpusItem], cfg: PackConfig) -> Iterator[tuple[CorpusItem, np.ndarray | str]]:
     """(item, frame) or (item, reason) in input order; decoding runs ``cfg.workers`` threads ahead."""
     def work(item: CorpusItem) -> np.ndarray | str:
         try:
-            return load_frame(item.path, cfg.size, cfg.channels)
-        except (ValueError, cv2.error) as exc:
-            return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            return load_frame(item.path, cfg.size, cfg.channels, cfg.fit)
+        except (DataError, ValueError, cv2.error) as exc:
+            return _reason(exc, item.path)
 
     if cfg.workers == 1:
         for item in items:
@@ -153,7 +143,7 @@ def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConf
         raise DataError(f"{corpus}: id {dup!r} appears more than once")
     rejects = RejectLog(out / "rejects.jsonl", log)
     rejected = {r.get("id") for r in rejects.read()}
-    check_layout(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size)
+    check_layout(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size, cfg.fit)
     packed = set(ShardReader(out).ids) if is_shard_dir(out) else set()
     if items and all(i.id in packed or i.id in rejected for i in items):
         return {"frames": len(packed), "added": 0, "rejected": 0, "skipped": len(items)}
@@ -171,7 +161,7 @@ def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConf
 def _pack_items(items: list[CorpusItem], rejected: set, rejects: RejectLog, out: Path, cfg: PackConfig,
                 progress: bool) -> int:
     added = 0
-    with ShardWriter(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size) as writer:
+    with ShardWriter(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size, cfg.fit) as writer:
         done = writer.done_ids
         todo = [i for i in items if i.id not in done and i.id not in rejected]
         for item, result in tqdm(_decoded(todo, cfg), total=len(todo), desc="pack", unit="img",

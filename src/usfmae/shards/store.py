@@ -56,8 +56,8 @@ def is_shard_dir(path: str | os.PathLike) -> bool:
     return (path / META_NAME).is_file() and (path / INDEX_NAME).is_file()
 
 
-def check_layout(root: str | os.PathLike, frame_shape: Sequence[int], shard_size: int) -> None:
-    """Raise DataError when ``root`` already holds shards of another frame shape or shard size."""
+def check_layout(root: str | os.PathLike, frame_shape: Sequence[int], shard_size: int, fit: str | None = None) -> None:
+    """Raise DataError when ``root`` already holds shards of another frame shape, shard size or fit policy."""
     root = Path(root)
     if not is_shard_dir(root):
         return
@@ -69,6 +69,9 @@ def check_layout(root: str | os.PathLike, frame_shape: Sequence[int], shard_size
     if int(meta.get("shard_size", -1)) != shard_size:
         raise DataError(f"{root}: already packed with shard size {meta.get('shard_size')}, not {shard_size}; "
                         "use the same --shard-size or another --out folder")
+    old_fit = meta.get("fit", "pad")  # shards written before the fit was recorded were letterboxed
+    if fit is not None and old_fit != fit:
+        raise DataError(f"{root}: already packed with --fit {old_fit}, not {fit}; use another --out folder")
 
 
 def _read_index(root: Path) -> dict[str, list]:
@@ -87,9 +90,11 @@ class ShardWriter:
         out_dir: shard folder (created if missing).
         frame_shape: (H, W, C) of every frame, e.g. (224, 224, 1).
         shard_size: frames per shard file; 4096 grayscale 224x224 frames make ~200 MB.
+        fit: the fit policy the frames were made square with ("pad" or "stretch").
     """
 
-    def __init__(self, out_dir: str | os.PathLike, frame_shape: Sequence[int], shard_size: int = 4096) -> None:
+    def __init__(self, out_dir: str | os.PathLike, frame_shape: Sequence[int], shard_size: int = 4096,
+                 fit: str = "pad") -> None:
         if len(frame_shape) != 3 or min(frame_shape) < 1:
             raise DataError(f"frame shape must be (H, W, C) with positive sizes, got {tuple(frame_shape)}")
         if shard_size < 1:
@@ -97,6 +102,7 @@ class ShardWriter:
         self.root = Path(out_dir)
         self.frame_shape = tuple(int(s) for s in frame_shape)
         self.shard_size = int(shard_size)
+        self.fit = fit  # how the frames were made square (usfmae.imaging.fit), recorded in shards.json
         self.root.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list] = {name: [] for name in _INDEX_SCHEMA.names}
         self._open: np.memmap | None = None
@@ -110,7 +116,7 @@ class ShardWriter:
         for stale in self.root.glob(".shard_*"):
             stale.unlink()  # a shard that was being filled (or trimmed) when the last run stopped
         if is_shard_dir(self.root):
-            check_layout(self.root, self.frame_shape, self.shard_size)
+            check_layout(self.root, self.frame_shape, self.shard_size, self.fit)
             rows = _read_index(self.root)
             shards = np.asarray(rows["shard"], dtype=np.int64)
             counts = np.bincount(shards) if len(shards) else np.zeros(0, dtype=np.int64)
@@ -209,6 +215,7 @@ class ShardWriter:
         write_json(self.root / META_NAME, {
             "format": FORMAT, "version": VERSION, "frame_shape": list(self.frame_shape), "dtype": "uint8",
             "shard_size": self.shard_size, "num_frames": len(self._rows["id"]), "num_shards": self._shards_done,
+            "fit": self.fit,
         })
 
     def close(self) -> None:
@@ -251,6 +258,7 @@ class ShardReader:
         if meta.get("format") != FORMAT:
             raise DataError(f"{self.root / META_NAME}: not a usfmae shard folder (format {meta.get('format')!r})")
         self.frame_shape: tuple[int, int, int] = tuple(int(s) for s in meta["frame_shape"])  # type: ignore[assignment]
+        self.fit: str = meta.get("fit", "pad")  # older shards were letterboxed
         rows = _read_index(self.root)
         self.ids: list[str] = rows["id"]
         self.sources: list[str] = rows["source"]

@@ -28,8 +28,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 
 from usfmae.config import check, opt, save_config, to_dict
+from usfmae.contract import normalise
 from usfmae.data import labelled
-from usfmae.data.images import normalise, preload_images
+from usfmae.data.images import preload_images
 from usfmae.data.transforms import augment_batch
 from usfmae.eval import metrics, report
 from usfmae.eval.probes import fit_probe, probe_recipe
@@ -64,6 +65,8 @@ class FinetuneConfig:
     pool: str = opt("cls", "pooled feature: CLS token or mean of patch tokens", choices=["cls", "mean"])
     img_size: int | None = opt(None, "input size (default: the encoder's data contract; baselines 224)")
     in_chans: int | None = opt(None, "input channels (default: the encoder's; baselines 3)")
+    fit: str | None = opt(None, "how images become square: pad (aspect kept) or stretch (default: the "
+                          "encoder's pretraining fit; baselines pad)", choices=["pad", "stretch"])
     epochs: int = opt(30, "maximum training epochs")
     batch_size: int = opt(32, "images per optimiser step")
     lr: float = opt(3e-4, "peak learning rate (absolute; the paper sweeps 3e-4 and 1e-3)")
@@ -153,8 +156,9 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
                                 img_size=size, small_input=cfg.small_input)
         size, chans, mean, std = data_contract(model, size, chans)
         source = "imagenet" if cfg.weights else "scratch"
-        return model, EncoderInfo(cfg.model, size, chans, mean, std, cfg.source or source)
-    overrides = {k: v for k, v in (("img_size", cfg.img_size), ("in_chans", cfg.in_chans)) if v is not None}
+        return model, EncoderInfo(cfg.model, size, chans, mean, std, cfg.source or source, fit=cfg.fit or "pad")
+    overrides = {k: v for k, v in (("img_size", cfg.img_size), ("in_chans", cfg.in_chans), ("fit", cfg.fit))
+                 if v is not None}
     mae, info = load_encoder(cfg.weights, cfg.model, **overrides)
     if cfg.source:
         info.source = cfg.source
@@ -180,7 +184,7 @@ def class_probabilities(model: nn.Module, images: torch.Tensor, info: EncoderInf
     """Class probabilities ``(N, K)`` float64 for uint8 images ``(N, C, H, W)`` (eval mode, in order)."""
     chunks = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
     logits = engine.predict(model, chunks, device=device, amp=amp,
-                            transform=lambda x: normalise(x, info.mean, info.std))
+                            transform=lambda x: normalise(x, info.contract))
     return torch.softmax(logits, dim=1).double().numpy() if len(logits) else np.zeros((0, 0))
 
 
@@ -228,7 +232,7 @@ def train_classifier(model: nn.Module, info: EncoderInfo, cfg: FinetuneConfig, i
     def transform(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if cfg.augment:
             x = augment_batch(x, generator)
-        return normalise(x, info.mean, info.std), y
+        return normalise(x, info.contract), y
 
     best = {"f1": -1.0, "epoch": -1, "state": None}
     history: list[float] = []
@@ -326,10 +330,10 @@ def run(cfg: FinetuneConfig, on_epoch_end: EpochCallback | None = None) -> dict[
 def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
             cache: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray]:
     """All images of ``ds`` at the model's input size, and a map record index -> row (-1: unreadable)."""
-    key = f"{info.img_size}:{info.in_chans}"
+    key = f"{info.img_size}:{info.in_chans}:{info.fit}"
     if key not in cache:
         images, kept = preload_images([r.path for r in ds.records], info.img_size, info.in_chans,
-                                      cfg.num_workers, rejects)
+                                      cfg.num_workers, rejects, fit=info.fit)
         row = np.full(len(ds), -1, dtype=np.int64)
         row[kept] = np.arange(len(kept))
         cache[key] = (images, row)

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from usfmae.config import check, opt, save_config, to_dict
+from usfmae.contract import DataContract, normalise
 from usfmae.data import transforms as T
 from usfmae.data.datasets import build_pretrain_dataset
 from usfmae.data.fast_loader import pretrain_pipeline
@@ -66,6 +67,8 @@ class PretrainConfig:
     out: str = opt("runs/pretrain", "output folder (config, log, checkpoints, figures)")
     model: str = opt("mae_vit_micro_patch8_64", "registered model name", choices=list_models)
     in_chans: int | None = opt(None, "input channels: 1 grayscale, 3 RGB (default: the model's)")
+    fit: str = opt("pad", "how images become square: pad (aspect kept, black borders) or stretch; recorded in "
+                   "the checkpoint's data contract and reused downstream", choices=["pad", "stretch"])
     mask_ratio: float | None = opt(None, "fraction of patches masked (default: the model's; paper 0.25)")
     norm_pix_loss: bool | None = opt(None, "regress per-patch normalised pixels (default: the model's)")
     decoder_num_heads: int | None = opt(None, "decoder attention heads (default: the model's; the released "
@@ -217,12 +220,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fixed_images(dataset: Dataset, n: int, data_config: dict) -> torch.Tensor:
+def _fixed_images(dataset: Dataset, n: int, contract: DataContract) -> torch.Tensor:
     """The first ``n`` images, normalised, unaugmented: (n, C, H, W) float for reconstruction grids."""
     n = min(n, len(dataset))
     if n == 0:
         return torch.empty(0)
-    return torch.stack([T.normalize(dataset[i], data_config["mean"], data_config["std"]) for i in range(n)])
+    return normalise(torch.stack([dataset[i] for i in range(n)]), contract)
 
 
 def read_run_state(path: str | Path) -> dict[str, Any]:
@@ -240,7 +243,7 @@ def read_run_state(path: str | Path) -> dict[str, Any]:
 
 def _model_overrides(cfg: PretrainConfig) -> dict[str, Any]:
     pairs = {"in_chans": cfg.in_chans, "mask_ratio": cfg.mask_ratio, "norm_pix_loss": cfg.norm_pix_loss,
-             "decoder_num_heads": cfg.decoder_num_heads}
+             "decoder_num_heads": cfg.decoder_num_heads, "fit": cfg.fit}
     return {k: v for k, v in pairs.items() if v is not None}
 
 
@@ -313,9 +316,10 @@ def setup(cfg: PretrainConfig, dist: DistInfo | None = None, resume: bool = Fals
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     if cfg.init_from and state is None:
         load_mae_weights(model, cfg.init_from)
-    data_config = dict(model.data_config)
+    contract = model.data_contract
+    data_config = contract.to_dict()
     rejects = RejectLog(out / "rejects.jsonl") if dist.is_main else None
-    dataset = build_pretrain_dataset(cfg.data, data_config["img_size"], data_config["in_chans"], rejects)
+    dataset = build_pretrain_dataset(cfg.data, contract.img_size, contract.in_chans, rejects, fit=contract.fit)
     if len(dataset) < cfg.batch_size:
         raise ConfigError(f"{cfg.data} has {len(dataset)} images, fewer than one global batch ({cfg.batch_size})")
     pipeline = build_pipeline(cfg, dataset, data_config, dist)
@@ -390,7 +394,7 @@ def train(s: PretrainSetup) -> dict[str, Any]:
     ckpt_dir, log_path = out / "checkpoints", out / "log.jsonl"
     last_path = ckpt_dir / "last.pt"
     total, end = s.total_steps, s.end_step
-    fixed = _fixed_images(s.dataset, cfg.recon_images, s.data_config)
+    fixed = _fixed_images(s.dataset, cfg.recon_images, DataContract.from_dict(s.data_config))
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -418,7 +422,7 @@ def train(s: PretrainSetup) -> dict[str, Any]:
             "rng": _rng_state(),
             "data_order": {"seed": cfg.seed, "epoch": done // pipeline.steps_per_epoch,
                            "step_in_epoch": done % pipeline.steps_per_epoch},
-            "config": to_dict(cfg), **checkpoint_metadata(model),  # model_name, model_cfg, data_config
+            "config": to_dict(cfg), **checkpoint_metadata(model),  # model_name, model_cfg, data_contract
         }
         with atomic_path(last_path) as tmp:
             torch.save(payload, tmp)
