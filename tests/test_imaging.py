@@ -24,10 +24,12 @@ U8 = np.uint8
 
 
 @pytest.mark.parametrize(("values", "bit_depth", "expected"), [
-    # 16-bit by the full range: v * 255 / 65535 rounded; 8-bit stored as 16 (v * 257) is exact
-    ([0, 257, 65535, 32768, 128, 129 * 257], None, [0, 1, 255, 128, 0, 129]),
+    # 16-bit: the top 8 bits; 8-bit data stored as 16 (v * 257 or v << 8) comes back exactly
+    ([0, 257, 65535, 32768, 255, 129 * 257, 136 << 8], None, [0, 1, 255, 128, 0, 129, 136]),
     # 12 significant bits (e.g. DICOM BitsStored): 4095 is white, larger values saturate
     ([0, 4095, 2048, 5000], 12, [0, 255, 128, 255]),
+    # fewer than 8 bits in a wide container: stretched up
+    ([0, 7, 15], 4, [0, 119, 255]),
 ])
 def test_to_uint8_unsigned_maps_by_bit_depth(values, bit_depth, expected):
     out = to_uint8(np.array(values, np.uint16), bit_depth)
@@ -37,7 +39,7 @@ def test_to_uint8_unsigned_maps_by_bit_depth(values, bit_depth, expected):
 def test_to_uint8_content_does_not_change_unsigned_pixels():
     # a dark 16-bit image stays dark (no per-image stretching)
     dark = np.array([[0, 1000], [2000, 3000]], np.uint16)
-    assert to_uint8(dark).tolist() == [[0, 4], [8, 12]]
+    assert to_uint8(dark).tolist() == [[0, 3], [7, 11]]
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -8,16 +8,18 @@ Decoding (:func:`read_image`)
     ``(H, W, C)`` with ``C`` 1 or 3, channels in RGB order. The pixel count is read from the file
     header (Pillow, without decoding) and a file larger than ``max_pixels`` is refused before a
     single pixel is decoded, so a small compressed "decompression bomb" cannot exhaust memory.
-    Pixels are then decoded once with OpenCV. EXIF orientation is ignored: the stored pixel grid is
+    Pixels are then decoded once with OpenCV; a JPEG without its end-of-image marker (cut off) is
+    refused rather than completed with gray. EXIF orientation is ignored: the stored pixel grid is
     the image (ultrasound exports do not rotate; a rotated copy would change geometry silently).
 
 Deep data (:func:`to_uint8`)
     Unsigned integers are mapped by their bit depth, not by their content: value ``v`` of a
-    ``b``-bit image becomes ``round(v * 255 / (2**b - 1))`` (``b`` = the dtype's bits unless the
-    caller knows better, e.g. DICOM ``BitsStored``; values above ``2**b - 1`` saturate). A dark
-    scan stays dark and a crop has the pixels of its source, which per-image min-max stretching
-    cannot promise. 8-bit data stored as 16 (``v * 257``) comes back exactly. Signed integers and
-    floats have no natural range: their finite min-max range is stretched to 0-255 (constant -> 0).
+    ``b``-bit image keeps its top 8 significant bits, ``v >> (b - 8)`` (``b`` = the dtype's bits
+    unless the caller knows better, e.g. DICOM ``BitsStored``; larger values saturate at 255). A
+    dark scan stays dark and a crop has the pixels of its source, which per-image min-max stretching
+    cannot promise; 8-bit data stored in 16 bits either way (``v * 257`` or ``v << 8``, both common
+    in PNG and DICOM lookup tables) comes back exactly. Signed integers and floats have no natural
+    range: their finite min-max range is stretched to 0-255 (constant -> 0).
 
 Palette and alpha
     Palettes are expanded to their colours; an alpha channel is composited over black (a
@@ -105,6 +107,9 @@ def decode_image(data: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXE
     """:func:`read_image` for encoded bytes already in memory (``name`` only labels errors)."""
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     pixels = header_pixels(buf, name)
+    if buf[:2].tobytes() == b"\xff\xd8" and not buf.tobytes().rstrip(b"\0").endswith(b"\xff\xd9"):
+        # libjpeg fills a cut-off JPEG with gray and only warns: refuse it instead
+        raise DataError(f"{name}: truncated JPEG (no end-of-image marker)")
     if pixels > max_pixels:
         raise DataError(f"{name}: image has {pixels} pixels, more than the limit of {max_pixels} "
                         f"(raise --max-pixels to accept it)")
@@ -160,11 +165,21 @@ def to_uint8(arr: np.ndarray, bit_depth: int | None = None) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if np.issubdtype(arr.dtype, np.unsignedinteger):
-        bits = min(int(bit_depth) if bit_depth else arr.dtype.itemsize * 8, 32)
-        top = (1 << bits) - 1
-        wide = np.minimum(arr.astype(np.uint64), top)
-        # integer round-half-up of v * 255 / top: exact, no float error at 16 or 32 bits
-        return ((wide * 255 + top // 2) // top).astype(np.uint8)
+        bits = int(bit_depth) if bit_depth else arr.dtype.itemsize * 8
+        wide = arr.astype(np.uint64)
+        if bits < 8:  # e.g. 4-bit data in a 16-bit container: stretch the small range up
+            top = (1 << bits) - 1
+            return ((np.minimum(wide, top) * 255 + top // 2) // top).astype(np.uint8)
+        return np.minimum(wide >> np.uint64(bits - 8), 255).astype(np.uint8)
+    return stretch_to_uint8(arr)
+
+
+def stretch_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Min-max stretch of the finite values to 0-255 (rounded; constant or all-NaN -> 0, NaN -> 0).
+
+    The policy for data without a natural range (floats, signed integers), and what ``usfmae
+    ingest --scale minmax`` asks for explicitly.
+    """
     values = arr.astype(np.float64, copy=False)
     finite = np.isfinite(values)
     if not finite.any():

@@ -21,6 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from usfmae.curate.readers import ReadError, TimeSampler, detect_kind, read_frames, to_uint8
+from usfmae.imaging import read_image
 
 
 def write_video(path: Path, n_frames: int = 90, fps: int = 30, size: int = 32, textured: bool = False) -> Path:
@@ -107,8 +108,10 @@ def test_image_variants(tmp_path, name, arr, expected_shape, bit_depth):
 def test_16bit_scaling_minmax_vs_bits(tmp_path):
     arr = np.array([[0, 1024], [2048, 4095]], np.uint16)
     cv2.imwrite(str(tmp_path / "a.png"), arr)
-    assert _frames(tmp_path / "a.png")[0].pixels.tolist() == [[0, 64], [128, 255]]
-    assert _frames(tmp_path / "a.png", scale="bits")[0].pixels.tolist() == [[0, 4], [8, 15]]
+    assert _frames(tmp_path / "a.png", scale="minmax")[0].pixels.tolist() == [[0, 64], [128, 255]]
+    # default: by bit depth (v >> 8), as usfmae.imaging decodes the file for every stage
+    assert _frames(tmp_path / "a.png")[0].pixels.tolist() == [[0, 4], [8, 15]]
+    assert np.array_equal(_frames(tmp_path / "a.png")[0].pixels, read_image(tmp_path / "a.png")[:, :, 0])
 
 
 def test_rgb_order_rgba_and_palette(tmp_path):

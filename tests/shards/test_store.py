@@ -117,7 +117,8 @@ def test_load_frame_keeps_aspect_with_padding(tmp_path, channels):
     np.testing.assert_allclose(frame[8, 8], expected, atol=1)  # RGB order for 3 channels
     deep = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 256)
     cv2.imwrite(str(tmp_path / "deep.png"), deep)
-    assert load_frame(tmp_path / "deep.png", 16, 1)[15, 15, 0] == 255 * 65280 // 65535
+    # 16-bit by bit depth (usfmae.imaging): 8-bit data stored as v << 8 comes back exactly (was 254)
+    assert load_frame(tmp_path / "deep.png", 16, 1)[15, 15, 0] == 255
 
 
 def _corpus(root: Path, n: int) -> np.ndarray:

@@ -6,9 +6,10 @@ Two methods share one interface (:func:`remove_annotations`):
 - ``usfmae`` (:mod:`usfmae.clean.scan_aware`, the default): scan-fan aware, keeps colour Doppler
   inside the fan, leaves small anatomy alone, and is several times faster.
 
-Both work on the native-resolution frame; :func:`resize_output` then makes the training image
-(``paper``: nearest-neighbour stretch, as the reference; ``usfmae``: area interpolation, aspect kept
-by padding or stretched on request).
+Both work on the native-resolution frame; then the training image is made (``paper``:
+:func:`resize_output`, nearest-neighbour stretch, as the reference; ``usfmae``:
+:func:`usfmae.imaging.fit`, the fit of every stage: area interpolation, aspect kept by padding or
+stretched on request).
 
 Batch layout written by :func:`run_clean` under ``out``::
 
@@ -179,6 +180,10 @@ def resize_output(image: np.ndarray, size: int = 224, mode: str = "pad",
     return out
 
 
+def _channels(image: np.ndarray) -> int:
+    return 1 if image.ndim == 2 or image.shape[2] == 1 else 3
+
+
 def clean_to_size(image: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, np.ndarray, CleanResult]:
     """Remove annotations, then resize as the method prescribes.
 
@@ -190,8 +195,9 @@ def clean_to_size(image: np.ndarray, cfg: CleanConfig) -> tuple[np.ndarray, np.n
         out = resize_output(result.image, cfg.size, "stretch", cv2.INTER_NEAREST)
         mask = resize_output(result.mask.astype(np.uint8), cfg.size, "stretch", cv2.INTER_NEAREST)
     else:
-        out = resize_output(result.image, cfg.size, cfg.resize, cv2.INTER_AREA)
-        mask = resize_output(result.mask.astype(np.uint8) * 255, cfg.size, cfg.resize, cv2.INTER_AREA) >= 128
+        # the one fit of every stage (usfmae.imaging): area interpolation, pad or stretch
+        out = imaging.fit(result.image, cfg.size, _channels(result.image), cfg.resize)
+        mask = imaging.fit(result.mask.astype(np.uint8) * 255, cfg.size, 1, cfg.resize)[:, :, 0] >= 128
     return out, mask.astype(bool), result
 
 
@@ -342,7 +348,7 @@ def write_contact_sheet(path: Path, rows: list[tuple[Path, Path, Path]], cfg: Cl
         if cfg.method == "paper":
             original = resize_output(original, cfg.size, "stretch", cv2.INTER_NEAREST)
         else:
-            original = resize_output(original, cfg.size, cfg.resize, cv2.INTER_AREA)
+            original = imaging.fit(original, cfg.size, _channels(original), cfg.resize)
         cleaned = read_image(image_path)
         mask = imaging.read_image(mask_path)[..., 0] > 127
         gap = np.full((cfg.size, 4, 3), 255, np.uint8)

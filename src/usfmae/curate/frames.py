@@ -10,6 +10,7 @@ import dataclasses
 
 import numpy as np
 
+from usfmae import imaging
 from usfmae.errors import DataError
 from usfmae.imaging import IMAGE_SUFFIXES
 
@@ -47,34 +48,22 @@ class Frame:
     modality: str = ""  # DICOM Modality (US, CT, ...); empty for files that carry none
 
 
-def to_uint8(arr: np.ndarray, bit_depth: int, scale: str = "minmax") -> np.ndarray:
-    """Map any numeric array to uint8 (see the module docstring for ``scale``)."""
+def to_uint8(arr: np.ndarray, bit_depth: int, scale: str = "bits") -> np.ndarray:
+    """Map any numeric array to uint8: ``"bits"`` is :func:`usfmae.imaging.to_uint8` (the one policy:
+    unsigned data by ``bit_depth``, others min-max), ``"minmax"`` stretches this array's range
+    (:func:`usfmae.imaging.stretch_to_uint8`)."""
     if arr.dtype == np.uint8:
         return arr
-    if scale == "bits" and np.issubdtype(arr.dtype, np.unsignedinteger) and bit_depth > 8:
-        return np.minimum(arr >> (bit_depth - 8), 255).astype(np.uint8)
-    arr = arr.astype(np.float32, copy=False)
-    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
-        return np.zeros(arr.shape, np.uint8)
-    return np.nan_to_num((arr - lo) * (255.0 / (hi - lo))).round().clip(0, 255).astype(np.uint8)
+    if scale == "bits":
+        return imaging.to_uint8(arr, bit_depth)
+    return imaging.stretch_to_uint8(arr)
 
 
 def normalize_channels(arr: np.ndarray, bgr: bool = False) -> np.ndarray:
-    """(H,W) / (H,W,1..4) uint8 -> (H,W) or (H,W,3); alpha over black; equal RGB channels -> gray."""
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3:
-        if arr.shape[2] in (2, 4):  # gray+alpha or colour+alpha: composite over black
-            alpha = arr[..., -1:].astype(np.uint16)
-            arr = ((arr[..., :-1].astype(np.uint16) * alpha + 127) // 255).astype(np.uint8)
-            if arr.shape[2] == 1:
-                arr = arr[..., 0]
-        if arr.ndim == 3:
-            arr = arr[..., ::-1] if bgr else arr
-            if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
-                arr = arr[..., 0]
-    return np.ascontiguousarray(arr)
+    """(H,W) / (H,W,1..4) uint8 -> (H,W) or (H,W,3): :func:`usfmae.imaging.from_decoder` (alpha over
+    black, BGR -> RGB when ``bgr``, equal RGB channels -> gray) with gray as a 2-D array."""
+    out = imaging.from_decoder(arr, bgr=bgr)
+    return out[:, :, 0] if out.shape[2] == 1 else out
 
 
 class TimeSampler:

@@ -92,7 +92,8 @@ class IngestConfig:
     out: str = opt("", "output corpus folder")
     fps: float = opt(3.0, "frames per second sampled from videos and DICOM cine (0 = every frame)")
     axis: int = opt(2, "volume slicing axis in NIfTI (x, y, z) order", choices=[0, 1, 2])
-    scale: str = opt("minmax", "16-bit to 8-bit mapping: per-frame min-max, or by bit depth", choices=SCALES)
+    scale: str = opt("bits", "16-bit to 8-bit mapping: by bit depth (as every stage decodes files), or "
+                     "per-frame min-max", choices=SCALES)
     near_dup: str = opt("drop", "near duplicates: drop, flag (keep as ok) or keep (no check)",
                         choices=["drop", "flag", "keep"])
     phash_threshold: int = opt(6, "largest pHash Hamming distance (of 64 bits) that is a near duplicate")

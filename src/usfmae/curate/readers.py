@@ -16,10 +16,12 @@ without one) and yields :class:`Frame` objects:
 
 Pixel conventions: frames are ``(H, W)`` uint8 gray or ``(H, W, 3)`` uint8 RGB. RGB frames whose
 three channels are identical (common for ultrasound exported as RGB) become gray. Alpha is
-composited over black. Deeper data is mapped to 8 bits by ``scale``: ``"minmax"`` (default) stretches
-each frame's (each volume's, for volumes) min..max to 0..255; ``"bits"`` divides by
-``2 ** (bit_depth - 8)``, keeping absolute intensities comparable across files (floats and signed
-data always use min-max). A file that cannot be decoded raises :class:`ReadError`.
+composited over black (:func:`usfmae.imaging.from_decoder`, the policy of every stage). Deeper data
+is mapped to 8 bits by ``scale``: ``"bits"`` (default, :func:`usfmae.imaging.to_uint8`) maps the
+full range of the bit depth (DICOM BitsStored, else the sample size) to 0..255, keeping absolute
+intensities comparable across files and equal to what the other stages decode; ``"minmax"``
+stretches each frame's (each volume's, for volumes) min..max to 0..255 (floats and signed data
+always use min-max). A file that cannot be decoded raises :class:`ReadError`.
 
 The video reader lives in :mod:`usfmae.curate.video` and the shared pieces (``Frame``,
 ``ReadError``, suffixes, ``to_uint8``) in :mod:`usfmae.curate.frames`; both are importable from here.
@@ -94,7 +96,7 @@ def detect_kind(path: str | Path) -> str | None:
     return "dicom" if _is_dicom(path) else None
 
 
-def read_image(path: Path, group_id: str, scale: str = "minmax", max_pixels: int | None = None) -> Iterator[Frame]:
+def read_image(path: Path, group_id: str, scale: str = "bits", max_pixels: int | None = None) -> Iterator[Frame]:
     """PNG / JPEG / BMP / TIFF (multi-page TIFF gives one frame per page).
 
     ``max_pixels``: refuse a file whose header claims more pixels, before decoding anything.
@@ -193,7 +195,7 @@ def _palette_bits(ds) -> int:
     return 8 if int(lut.max()) <= 255 else 16
 
 
-def read_dicom(path: Path, group_id: str, fps: float = 3.0, scale: str = "minmax",
+def read_dicom(path: Path, group_id: str, fps: float = 3.0, scale: str = "bits",
                modalities: tuple[str, ...] = (), max_pixels: int | None = None) -> Iterator[Frame]:
     """Single- or multi-frame DICOM; cine sampled at ``fps``, only sampled frames decoded.
 
@@ -334,7 +336,7 @@ def _load_volume(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray,
     return arr, arr.dtype.itemsize * 8
 
 
-def read_volume(path: Path, group_id: str, axis: int = 2, scale: str = "minmax",
+def read_volume(path: Path, group_id: str, axis: int = 2, scale: str = "bits",
                 max_pixels: int | None = None) -> Iterator[Frame]:
     """Slices of a 2-D, 3-D or 4-D volume along ``axis``; 4-D volumes are sliced per time point.
 
@@ -361,7 +363,7 @@ def read_volume(path: Path, group_id: str, axis: int = 2, scale: str = "minmax",
 
 
 def read_frames(path: str | Path, group_id: str | None = None, fps: float = 3.0, axis: int = 2,
-                scale: str = "minmax", modalities: tuple[str, ...] = (),
+                scale: str = "bits", modalities: tuple[str, ...] = (),
                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[Frame]:
     """Frames of any supported file (see the module docstring).
 

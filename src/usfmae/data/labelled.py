@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from usfmae.curate.frames import IMAGE_SUFFIXES
 from usfmae.errors import DataError
+from usfmae.imaging import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
