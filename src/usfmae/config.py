@@ -120,11 +120,38 @@ def _coerce(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)} for {cls.__name__}")
     out = {}
     for key, value in values.items():
-        tp, _ = _unwrap_optional(hints[key])
+        tp, optional = _unwrap_optional(hints[key])
         if typing.get_origin(tp) is tuple and isinstance(value, list):
             value = tuple(value)
-        out[key] = value
+        if not (value is None and optional):
+            problem = _type_problem(tp, value)
+            if problem:
+                raise ConfigError(f"{source}: {key} {problem}, got {value!r}")
+        out[key] = float(value) if tp is float and isinstance(value, int) else value
     return out
+
+
+def _type_problem(tp: Any, value: Any) -> str | None:
+    """Why ``value`` (from YAML) cannot be a field of type ``tp``, or None when it can."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if tp is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
+    if tp is str:
+        return None if isinstance(value, str) else "must be text"
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        return None if value in allowed else f"must be one of {', '.join(map(str, allowed))}"
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return "must be a list"
+        item_types = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        if item_types and any(_type_problem(item_types[0], v) for v in value):
+            return f"must be a list of {getattr(item_types[0], '__name__', item_types[0])}"
+    return None
 
 
 def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
@@ -138,6 +165,10 @@ def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: d
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text file (byte {exc.start} is not UTF-8)") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of setting: value")
         values.update(_coerce(cls, loaded, str(path)))

@@ -172,7 +172,9 @@ def _torch_load(path: Path, allow_pickle: bool) -> Any:
         raise UsfmaeError(f"{path}: holds Python objects beyond tensors and plain containers; "
                           "pass allow_pickle=True only if you trust this file") from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise UsfmaeError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]})") from exc
+        # EOFError from an empty or cut-off file has no message at all
+        reason = (str(exc).strip().splitlines() or ["empty or truncated file"])[0]
+        raise UsfmaeError(f"{path}: not a readable PyTorch checkpoint ({reason})") from exc
 
 
 # ----------------------------------------------------------------------------------------------------
