@@ -159,12 +159,12 @@ def test_mmengine_file_loads_without_mmengine_and_without_unpickling_code(tmp_pa
     torch.save(ckpt, path)
     monkeypatch.delitem(sys.modules, fake_mmengine.__module__)  # the framework is not installed here
     model, info = load_encoder(path, "ultrasam", img_size=128)
-    assert info.source == "ultrasam:UltraSam.pth" and (info.img_size, info.in_chans) == (128, 3)
+    assert info.source == "ultrasam:UltraSam.pth" and (info.img_size, info.in_chans, info.fit) == (128, 3, "pad")
     torch.testing.assert_close(model.backbone.pos_embed, ckpt["state_dict"]["backbone.pos_embed"])
 
 
 def test_load_encoder_refuses_other_options() -> None:
-    with pytest.raises(UsfmaeError, match="only img_size and in_chans"):
+    with pytest.raises(UsfmaeError, match="only img_size, in_chans and fit"):
         load_encoder(None, "ultrasam", mask_ratio=0.5)
 
 
@@ -230,3 +230,12 @@ def test_export_refuses_another_projects_encoder_in_one_line(tmp_path: Path) -> 
     with pytest.raises(UsfmaeError, match="export writes our MAE encoders; usfm is published by its project"):
         export(tmp_path / "USFM_latest.pth", tmp_path / "out", model_name="usfm")
     assert not (tmp_path / "out").exists()
+
+
+def test_load_encoder_carries_the_adapters_fit_unless_told_otherwise(tmp_path: Path) -> None:
+    path = tmp_path / "USFM_latest.pth"
+    torch.save(usfm(), path)
+    _, native = load_encoder(path, "usfm")
+    model, padded = load_encoder(path, "usfm", fit="pad")
+    assert (native.fit, native.contract.fit) == ("stretch", "stretch")  # USFM resizes without keeping the aspect
+    assert (padded.fit, model.data_contract.fit) == ("pad", "pad")

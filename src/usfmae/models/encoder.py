@@ -139,13 +139,17 @@ def load_encoder(weights: str | Path | None, model_name: str | None = None,
 
 
 def _load_adapter(name: str, weights: str | Path | None, overrides: dict[str, Any]) -> tuple[nn.Module, EncoderInfo]:
-    """A foundation-model adapter (``usfmae.models.adapters``); only size and channels can change."""
-    unknown = sorted(set(overrides) - {"img_size", "in_chans"})
+    """A foundation-model adapter (``usfmae.models.adapters``); only size, channels and fit can change."""
+    unknown = sorted(set(overrides) - {"img_size", "in_chans", "fit"})
     if unknown:
-        raise UsfmaeError(f"{name} takes only img_size and in_chans options, not {', '.join(unknown)}")
+        raise UsfmaeError(f"{name} takes only img_size, in_chans and fit options, not {', '.join(unknown)}")
+    fit = overrides.pop("fit", None)
     model, contract = adapters.ADAPTERS[name](None if weights is None else Path(weights), **overrides)
+    if fit is not None and fit != contract.fit:
+        contract = model.data_contract = contract.replace(fit=fit)
     source = f"{name}:{Path(weights).name}" if weights is not None else name
-    return model, EncoderInfo(name, contract.img_size, contract.in_chans, contract.mean, contract.std, source)
+    return model, EncoderInfo(name, contract.img_size, contract.in_chans, contract.mean, contract.std, source,
+                              fit=contract.fit)
 
 
 def _info(model: nn.Module, name: str, source: str, mask_ratio: float | None,
