@@ -18,8 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from usfmae import imaging
-from usfmae.contract import DataContract, imagenet_contract, prepare
-from usfmae.contract import normalise as contract_normalise
+from usfmae.contract import imagenet_contract, prepare
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 from usfmae.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
@@ -115,11 +114,6 @@ def preload_images(paths: Sequence[str | Path], img_size: int, in_chans: int, nu
     if not chunks:
         raise DataError(f"none of the {len(paths)} images could be read")
     return torch.cat(chunks), np.concatenate(kept)
-
-
-def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``(B,C,H,W)`` (or float in [0,1]) -> float32: :func:`usfmae.contract.normalise`."""
-    return contract_normalise(images, DataContract(images.shape[-1], len(mean), mean, std))
 
 
 def list_images(folder: str | Path) -> list[Path]:

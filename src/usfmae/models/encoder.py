@@ -89,13 +89,6 @@ class EncoderInfo:
         return ", ".join(parts)
 
 
-def data_contract(model: nn.Module, img_size: int | None = None,
-                  in_chans: int | None = None) -> tuple[int, int, tuple[float, ...], tuple[float, ...]]:
-    """``(img_size, in_chans, mean, std)`` of a model: its ``data_contract`` or ImageNet defaults."""
-    c = model_contract(model, img_size, in_chans)
-    return c.img_size, c.in_chans, c.mean, c.std
-
-
 def model_contract(model: nn.Module, img_size: int | None = None, in_chans: int | None = None) -> DataContract:
     """A model's ``data_contract``; a model without one (baselines) gets ImageNet statistics at
     ``img_size`` (224) with ``in_chans`` (3) channels."""

@@ -38,7 +38,7 @@ from usfmae.fileio import RejectLog, read_json
 from usfmae.models.adapters import ADAPTERS
 from usfmae.models.baselines import create_baseline
 from usfmae.models.classifier import EncoderClassifier, param_groups_layer_decay
-from usfmae.models.encoder import EncoderInfo, data_contract, extract_features, load_encoder, pick_device
+from usfmae.models.encoder import EncoderInfo, extract_features, load_encoder, model_contract, pick_device
 from usfmae.runtime import configure_threads
 from usfmae.train import engine
 from usfmae.train.schedule import lr_at, param_groups
@@ -154,9 +154,10 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
         chans, size = cfg.in_chans or 3, cfg.img_size or 224
         model = create_baseline(cfg.model, num_classes=num_classes, in_chans=chans, weights_path=cfg.weights,
                                 img_size=size, small_input=cfg.small_input)
-        size, chans, mean, std = data_contract(model, size, chans)
+        c = model_contract(model, size, chans)
         source = "imagenet" if cfg.weights else "scratch"
-        return model, EncoderInfo(cfg.model, size, chans, mean, std, cfg.source or source, fit=cfg.fit or "pad")
+        return model, EncoderInfo(cfg.model, c.img_size, c.in_chans, c.mean, c.std, cfg.source or source,
+                                  fit=cfg.fit or c.fit)
     overrides = {k: v for k, v in (("img_size", cfg.img_size), ("in_chans", cfg.in_chans), ("fit", cfg.fit))
                  if v is not None}
     mae, info = load_encoder(cfg.weights, cfg.model, **overrides)
