@@ -27,12 +27,18 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "list.yaml").write_text("- a\n- b\n")
     (root / "broken.yaml").write_text("size: [1, 2\n")
     (root / "empty_dir").mkdir()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "corpus").mkdir()
+    pq.write_table(pa.table({"id": ["x"], "path": ["../images/a.png"]}), root / "corpus" / "traversal.parquet")
     return {"root": str(root), "images": str(root / "images"), "junk": str(root / "junk.pt"),
             "empty": str(root / "empty.pt"), "text": str(root / "notes.txt"), "bad_type": str(root / "bad_type.yaml"),
             "bad_type_pretrain": str(root / "bad_type_pretrain.yaml"), "non_utf8": str(root / "non_utf8.yaml"),
             "list_yaml": str(root / "list.yaml"), "broken_yaml": str(root / "broken.yaml"),
             "missing": str(root / "does_not_exist"), "empty_dir": str(root / "empty_dir"),
-            "devnull": "/dev/null/out", "out": str(root / "out")}
+            "devnull": "/dev/null/out", "out": str(root / "out"),
+            "traversal": str(root / "corpus" / "traversal.parquet")}
 
 
 CASES = [
@@ -83,6 +89,8 @@ CASES = [
     ("pretrain", "--data phantom:4 --out {devnull} --steps 1"),
     ("embed", "{images} --out {devnull}/f.parquet --model vit_tiny_patch16_224"),
     ("reconstruct", "{images} --weights {junk} --out {devnull}/r.png"),
+    # a manifest naming a file outside its folder
+    ("pack", "{traversal} --out {out}/p5"),
     # empty inputs
     ("report", "{empty_dir}"),
 ]

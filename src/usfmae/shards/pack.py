@@ -27,7 +27,7 @@ from tqdm import tqdm
 from usfmae import imaging
 from usfmae.config import check, opt
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog
+from usfmae.fileio import RejectLog, printable_name, resolve_under
 from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, IMAGE_SUFFIXES
 from usfmae.runtime import configure_threads
 from usfmae.shards.store import ShardReader, ShardWriter, check_layout, is_shard_dir
@@ -44,6 +44,7 @@ class PackConfig:
     channels: int = opt(1, "1 = grayscale, 3 = RGB", choices=[1, 3])
     shard_size: int = opt(4096, "frames per shard file")
     workers: int = opt(2, "decode threads (OpenCV releases the GIL)")
+    allow_outside: bool = opt(False, "accept manifest paths outside the manifest's folder")
     fit: str = opt("pad", "how frames become square: pad (aspect kept, black borders) or stretch",
                    choices=list(FIT_POLICIES))
 
@@ -65,15 +66,24 @@ class CorpusItem:
     label: str | None = None
 
 
-def list_corpus(corpus: str | os.PathLike) -> list[CorpusItem]:
-    """The frames of an image folder (sorted by relative path) or of a Parquet manifest (row order)."""
+def list_corpus(corpus: str | os.PathLike, allow_outside: bool = False) -> list[CorpusItem]:
+    """The frames of an image folder (sorted by relative path) or of a Parquet manifest (row order).
+
+    Folder ids are relative paths without suffix (with it when two files share a stem: ``img.png``,
+    ``img.tif``), bytes that are not UTF-8 shown as ``\\xNN``. A manifest path that leaves the
+    manifest's folder is refused unless ``allow_outside``.
+    """
     corpus = Path(corpus)
     if corpus.is_dir():
+        files = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        stems = Counter(p.relative_to(corpus).with_suffix("").as_posix() for p in files)
         items = []
-        for path in sorted(p for p in corpus.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        for path in files:
             rel = path.relative_to(corpus)
             source = rel.parts[0] if len(rel.parts) > 1 else ""
-            items.append(CorpusItem(rel.with_suffix("").as_posix(), path, source))
+            item_id = rel.with_suffix("").as_posix()
+            item_id += "_" + path.suffix.lower().lstrip(".") if stems[item_id] > 1 else ""
+            items.append(CorpusItem(printable_name(item_id), path, printable_name(source)))
         return items
     if corpus.is_file() and corpus.suffix == ".parquet":
         try:
@@ -88,8 +98,8 @@ def list_corpus(corpus: str | os.PathLike) -> list[CorpusItem]:
         status = cols.get("status", ["ok"] * n)
         source = cols.get("source", [""] * n)
         label = cols.get("label", [None] * n)
-        return [CorpusItem(str(cols["id"][i]), corpus.parent / cols["path"][i], str(source[i] or ""),
-                           None if label[i] is None else str(label[i]))
+        return [CorpusItem(str(cols["id"][i]), resolve_under(corpus.parent, str(cols["path"][i]), allow_outside),
+                           str(source[i] or ""), None if label[i] is None else str(label[i]))
                 for i in range(n) if status[i] == "ok"]
     raise DataError(f"{corpus}: expected an image folder or a .parquet manifest")
 
@@ -136,7 +146,7 @@ def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConf
     """Pack ``corpus`` into shards under ``out`` (resumable); returns counts for the summary line."""
     configure_threads(None, cfg.workers)
     out = Path(out)
-    items = list_corpus(corpus)
+    items = list_corpus(corpus, cfg.allow_outside)
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         dup = next(i for i, n in Counter(ids).items() if n > 1)
