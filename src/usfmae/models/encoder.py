@@ -61,22 +61,33 @@ class PooledEncoder(nn.Module):
 
 @dataclass
 class EncoderInfo:
-    """What a loaded encoder expects as input, and where its weights came from."""
+    """What a loaded encoder expects as input (its data contract), and where its weights came from."""
 
     name: str
-    img_size: int
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    source: str  # "scratch", "usfmae-pretrain", "imported:<file>", "imagenet"
+    contract: DataContract  # size, channels, mean, std and the fit policy it was pretrained with
+    source: str  # "scratch", "usfmae-pretrain", "imported:<file>", "imagenet", an adapter name
     mask_ratio: float | None = None  # mask ratio of the pretraining, when the checkpoint says
     pretrain: dict[str, Any] | None = None  # the pretraining config and step count of our checkpoints
-    fit: str = "pad"  # how images were made square for pretraining (usfmae.imaging)
 
     @property
-    def contract(self) -> DataContract:
-        """The input contract as one :class:`~usfmae.contract.DataContract`."""
-        return DataContract(self.img_size, self.in_chans, self.mean, self.std, self.fit)
+    def img_size(self) -> int:
+        return self.contract.img_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.contract.in_chans
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.contract.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.contract.std
+
+    @property
+    def fit(self) -> str:
+        return self.contract.fit
 
     def describe(self) -> str:
         """One line for the results' ``protocol.pretraining``, e.g. ``usfmae-pretrain phantom:512, 400 steps, mask 0.75``."""
@@ -141,15 +152,13 @@ def _load_adapter(name: str, weights: str | Path | None, overrides: dict[str, An
     if fit is not None and fit != contract.fit:
         contract = model.data_contract = contract.replace(fit=fit)
     source = f"{name}:{Path(weights).name}" if weights is not None else name
-    return model, EncoderInfo(name, contract.img_size, contract.in_chans, contract.mean, contract.std, source,
-                              fit=contract.fit)
+    return model, EncoderInfo(name, contract, source)
 
 
 def _info(model: nn.Module, name: str, source: str, mask_ratio: float | None,
           pretrain: dict[str, Any] | None = None) -> EncoderInfo:
-    c = model_contract(model)
-    return EncoderInfo(name, c.img_size, c.in_chans, c.mean, c.std, source,
-                       None if mask_ratio is None else float(mask_ratio), pretrain, c.fit)
+    return EncoderInfo(name, model_contract(model), source, None if mask_ratio is None else float(mask_ratio),
+                       pretrain)
 
 
 def pick_device(device: str | None = None) -> torch.device:

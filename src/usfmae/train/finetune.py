@@ -154,10 +154,10 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
         chans, size = cfg.in_chans or 3, cfg.img_size or 224
         model = create_baseline(cfg.model, num_classes=num_classes, in_chans=chans, weights_path=cfg.weights,
                                 img_size=size, small_input=cfg.small_input)
-        c = model_contract(model, size, chans)
+        contract = model_contract(model, size, chans)
+        contract = contract.replace(fit=cfg.fit) if cfg.fit else contract
         source = "imagenet" if cfg.weights else "scratch"
-        return model, EncoderInfo(cfg.model, c.img_size, c.in_chans, c.mean, c.std, cfg.source or source,
-                                  fit=cfg.fit or c.fit)
+        return model, EncoderInfo(cfg.model, contract, cfg.source or source)
     overrides = {k: v for k, v in (("img_size", cfg.img_size), ("in_chans", cfg.in_chans), ("fit", cfg.fit))
                  if v is not None}
     mae, info = load_encoder(cfg.weights, cfg.model, **overrides)
