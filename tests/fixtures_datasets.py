@@ -26,6 +26,8 @@ BUSBRA_CASES = [  # (case, views, pathology, kFold)
 # MMOTU fixture: 16 images, classes 0..7 twice; stems 1..10 train, 11..16 val.
 MMOTU_TRAIN = [(str(i), (i - 1) % 8) for i in range(1, 11)]
 MMOTU_VAL = [(str(i), (i - 1) % 8) for i in range(11, 17)]
+# MMOTU's colour code (RGB) of tumour classes 0..7 in annotations/<stem>.PNG.
+MMOTU_PALETTE = [(64, 0, 0), (0, 64, 0), (0, 0, 64), (64, 0, 64), (64, 64, 0), (64, 64, 64), (0, 128, 0), (0, 0, 128)]
 # GIST514 fixture: 6 cases x 2 views; cases 1-3 leiomyoma (category 1), 4-6 GIST (category 2).
 GIST_CASES = [(case, 1 if case <= 3 else 2) for case in range(1, 7)]
 GIST_SPLITS = [[1, 4], [2, 5], [3, 6]]  # cases in val_anno_crop_split_K.json
@@ -56,6 +58,21 @@ def write_image(path: Path, label: int, size: int = 32, seed: int = 0, color: bo
         raise OSError(f"could not write {path}")
 
 
+def lesion_disc(size: int, seed: int) -> np.ndarray:
+    """(size, size) bool disc at a seed-dependent place: the lesion of a segmentation fixture."""
+    rng = np.random.default_rng(seed)
+    cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= (size // 6) ** 2
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """Write a mask exactly: (H, W) values, or (H, W, 3) RGB colours."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), mask[..., ::-1] if mask.ndim == 3 else mask):
+        raise OSError(f"could not write {path}")
+
+
 def make_busbra(parent: Path, size: int = 32) -> Fixture:
     """``parent/BUSBRA`` with Images/, Masks/, bus_data.csv and 5-fold-cv.csv (UTF-8 BOM)."""
     root = parent / "BUSBRA"
@@ -65,7 +82,9 @@ def make_busbra(parent: Path, size: int = 32) -> Fixture:
             stem = f"bus_{case:04d}-{view}"
             label = 0 if pathology == "benign" else 1
             write_image(root / "Images" / f"{stem}.png", label, size, seed=n * 2 + len(labels))
-            write_image(root / "Masks" / f"mask_{case:04d}-{view}.png", 0, size)
+            # Masks as BUS-BRA ships them: 0 background, 255 lesion.
+            write_mask(root / "Masks" / f"mask_{case:04d}-{view}.png",
+                       lesion_disc(size, n * 2 + len(labels)).astype(np.uint8) * 255)
             labels[stem], groups[stem], folds[stem] = label, f"case{case}", k - 1
             data_rows.append([stem, case, 3 if label == 0 else 5, "ANONYMIZED", pathology, "bmode", "1",
                               view == "l" and "left" or "right", "10", "10", "5,5,10,10"])
@@ -87,7 +106,11 @@ def make_mmotu(parent: Path, size: int = 32) -> Fixture:
     for split, entries in (("train", MMOTU_TRAIN), ("val", MMOTU_VAL)):
         for stem, label in entries:
             write_image(root / "images" / f"{stem}.JPG", label, size, seed=int(stem), color=True)
-            write_image(root / "annotations" / f"{stem}_binary.PNG", 0, size)
+            disc = lesion_disc(size, int(stem))
+            write_mask(root / "annotations" / f"{stem}_binary.PNG", disc.astype(np.uint8))  # 0/1
+            colour = np.zeros((size, size, 3), np.uint8)
+            colour[disc] = MMOTU_PALETTE[label]
+            write_mask(root / "annotations" / f"{stem}.PNG", colour)
             labels[stem], groups[stem], folds[stem] = label, stem, 0 if split == "val" else -1
         (root / f"{split}_cls.txt").write_text("".join(f"{s}.JPG  {c}\n" for s, c in entries))
         (root / f"{split}.txt").write_text("".join(f"{s}\n" for s, _ in entries))
@@ -174,3 +197,37 @@ def make_phantom_manifest(parent: Path, n: int = 8, size: int = 32) -> Fixture:
                       "geometry": ["linear"] * n, "seed": [0] * n, "index": list(range(n))})
     pq.write_table(table, root / "manifest.parquet")
     return Fixture(root, dict(zip(ids, label_index, strict=False)), {i: i for i in ids}, {})
+
+
+def make_seg_folder(parent: Path, n: int = 6, size: int = 32) -> Fixture:
+    """``parent/segset/images/*.png`` + ``masks/*.png`` (label indices 0..2), matching stems.
+
+    Image ``i`` holds a bright disc exactly where its mask says class ``1 + i % 2``.
+    """
+    root = parent / "segset"
+    labels = {}
+    for i in range(n):
+        stem = f"img{i:02d}"
+        disc = lesion_disc(size, 100 + i)
+        image = np.full((size, size), 30, np.uint8)
+        image[disc] = 200
+        write_mask(root / "images" / f"{stem}.png", image)
+        write_mask(root / "masks" / f"{stem}.png", disc.astype(np.uint8) * (1 + i % 2))
+        labels[stem] = 1 + i % 2
+    return Fixture(root, labels, {s: s for s in labels}, {})
+
+
+def make_seg_csv(parent: Path, size: int = 32) -> Fixture:
+    """``parent/segcsv/pairs.csv`` (image,mask,group) over images/ and labels/, 3 patients x 2 images."""
+    root = parent / "segcsv"
+    rows, groups = [], {}
+    for patient in range(3):
+        for view in range(2):
+            stem = f"p{patient}_v{view}"
+            write_image(root / "images" / f"{stem}.png", 1, size, seed=patient * 10 + view)
+            write_mask(root / "labels" / f"{stem}.png", lesion_disc(size, patient * 10 + view).astype(np.uint8))
+            rows.append([f"images/{stem}.png", f"labels/{stem}.png", f"p{patient}"])
+            groups[stem] = f"p{patient}"
+    with open(root / "pairs.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["image", "mask", "group"], *rows])
+    return Fixture(root / "pairs.csv", {s: 1 for s in groups}, groups, {})
