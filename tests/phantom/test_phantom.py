@@ -219,3 +219,33 @@ def test_cli_writes_dataset_and_sheet(tmp_path: Path, capsys) -> None:
     assert not _png(tmp_path / "set" / rows[0]["mask_path"]).any()
     sheet = _png(tmp_path / "sheet.png")
     assert sheet.ndim == 3 and sheet.shape[1] == 4 * (64 + 4)
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def test_lesion_masks_written_exactly_and_match_the_lesion_geometry(tmp_path: Path) -> None:
+    cfg = PhantomConfig(size=96, include_normal=True, normal_fraction=0.25)
+    manifest = write_phantom_dataset(tmp_path, n=16, seed=6, cfg=cfg, progress=False)
+    rows = pq.read_table(manifest).to_pylist()
+    shapes = {"benign": [], "malignant": []}
+    for r in rows:
+        s = generate_sample(6, r["index"], cfg)
+        mask = _png(tmp_path / r["lesion_mask_path"])
+        assert mask.shape == (96, 96) and set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask == 255, s.lesion_mask)               # the exact truth, bit for bit
+        assert not (s.lesion_mask & ~s.fan_mask).any()                  # never outside the scan sector
+        if r["label"] == "normal":
+            assert not mask.any() and r["lesion_x0"] is None
+            continue
+        assert _mask_box(mask) == (r["lesion_x0"], r["lesion_y0"], r["lesion_x1"], r["lesion_y1"])
+        x0, y0, x1, y1 = _mask_box(mask)
+        shapes[r["label"]].append((y1 - y0) / (x1 - x0))
+        # The mask is the lesion itself: darker than the tissue ring around it in the clean image.
+        ring = cv2.dilate(s.lesion_mask.astype(np.uint8), np.ones((5, 5), np.uint8), iterations=2).astype(bool)
+        ring &= ~s.lesion_mask & s.fan_mask
+        assert s.clean[s.lesion_mask].mean() < s.clean[ring].mean()
+    assert {r["label"] for r in rows} == {"benign", "malignant", "normal"}
+    assert np.mean(shapes["malignant"]) > 1.0 > np.mean(shapes["benign"])  # taller than wide vs wider than tall

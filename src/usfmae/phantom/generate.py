@@ -249,7 +249,8 @@ def _manifest_schema():
                       ("lesion_x0", pa.int64()), ("lesion_y0", pa.int64()),
                       ("lesion_x1", pa.int64()), ("lesion_y1", pa.int64()),
                       ("mask_path", pa.string()), ("clean_path", pa.string()),
-                      ("seed", pa.int64()), ("index", pa.int64()), ("depth_mm", pa.float64())])
+                      ("seed", pa.int64()), ("index", pa.int64()), ("depth_mm", pa.float64()),
+                      ("lesion_mask_path", pa.string())])
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -279,7 +280,9 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, cfg
     """Generate ``n`` samples and write them with their ground truth and a Parquet manifest.
 
     Layout: ``images/<id>.png`` (RGB, overlays burned in), ``clean/<id>.png`` (grey, no overlays),
-    ``masks/<id>.png`` (255 = overlay pixel), ``manifest.parquet``, ``phantom.json`` (seed, settings).
+    ``masks/<id>.png`` (255 = overlay pixel), ``lesion_masks/<id>.png`` (255 = lesion pixel: the
+    exact segmentation truth; all 0 for 'normal'), ``manifest.parquet``, ``phantom.json`` (seed,
+    settings).
     Images stream to disk one at a time (memory is flat in ``n``); manifest rows are written in
     row groups. Re-running into the same folder skips images already written (resume).
 
@@ -303,7 +306,7 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, cfg
     out = Path(out_dir)
     _check_out_dir(out, cfg, seed)
     write_json(out / "phantom.json", {"seed": int(seed), "config": to_dict(cfg)})
-    for sub in ("images", "clean", "masks"):
+    for sub in ("images", "clean", "masks", "lesion_masks"):
         (out / sub).mkdir(exist_ok=True)
     schema = _manifest_schema()
     manifest = out / "manifest.parquet"
@@ -315,19 +318,21 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, cfg
             for index in tqdm(range(int(n)), desc="phantom", unit="img", disable=not progress):
                 sample = generate_sample(seed, index, cfg)
                 sid = f"s{seed}_{index:07d}"
-                paths = {k: f"{k}/{sid}.png" for k in ("images", "clean", "masks")}
+                paths = {k: f"{k}/{sid}.png" for k in ("images", "clean", "masks", "lesion_masks")}
                 if all((out / p).exists() for p in paths.values()):
                     skipped += 1          # written by an earlier (interrupted) run: same bytes
                 else:
                     _write_png(out / paths["images"], sample.image)
                     _write_png(out / paths["clean"], sample.clean)
                     _write_png(out / paths["masks"], sample.overlay_mask.astype(np.uint8) * 255)
+                    _write_png(out / paths["lesion_masks"], sample.lesion_mask.astype(np.uint8) * 255)
                 box = sample.lesion_box or (None,) * 4
                 rows.append({"id": sid, "path": paths["images"], "label": sample.label,
                              "label_index": sample.label_index, "geometry": sample.geometry,
                              "lesion_x0": box[0], "lesion_y0": box[1], "lesion_x1": box[2], "lesion_y1": box[3],
                              "mask_path": paths["masks"], "clean_path": paths["clean"], "seed": int(seed),
-                             "index": index, "depth_mm": round(sample.depth_mm, 3)})
+                             "index": index, "depth_mm": round(sample.depth_mm, 3),
+                             "lesion_mask_path": paths["lesion_masks"]})
                 if len(rows) >= 4096:
                     writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                     rows.clear()
