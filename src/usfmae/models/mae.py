@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,6 +170,16 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def default_feature_indices(depth: int) -> list[int]:
+    """Blocks whose outputs feed a segmentation decoder: 3, 5, 7, 11 of 12 (ViTDet/BEiT), proportional
+    for other depths (e.g. 7, 11, 15, 23 of 24; 0, 1, 2, 3 of 4), distinct and increasing."""
+    picked = [max(0, round(depth * (i + 1) / 12) - 1) for i in (3, 5, 7, 11)]
+    out: list[int] = []
+    for i in picked:  # shallow encoders: keep them distinct where the depth allows
+        out.append(min(depth - 1, max(i, out[-1] + 1)) if out else i)
+    return out
+
+
 def sincos_pos_embed_2d(dim: int, grid_size: int, cls_token: bool = True) -> torch.Tensor:
     """Fixed 2D sine-cosine positional embedding, (1 + grid_size**2, dim) with a zero CLS row.
 
@@ -316,6 +327,40 @@ class VisionTransformerEncoder(nn.Module):
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
         x = self._run_blocks(self.blocks, torch.cat([cls, x], dim=1))
         return self.norm(x)
+
+    def forward_intermediates(self, imgs: torch.Tensor, indices: int | Sequence[int] | None = None, *,
+                              norm: bool = False, intermediates_only: bool = True) -> list[torch.Tensor]:
+        """Block outputs as patch-grid feature maps, without masking (timm's ``forward_intermediates``).
+
+        Args:
+            imgs: normalised images (B, C, H, W).
+            indices: block indices (negative counts from the end), or an int n for the last n
+                blocks; None = :func:`default_feature_indices` (blocks 3, 5, 7, 11 of a 12-block ViT).
+            norm: apply the final norm to each map (timm's ``norm`` flag).
+            intermediates_only: accepted for timm compatibility; only the maps are returned.
+
+        Returns:
+            One (B, D, H/p, W/p) map per index, in the order of ``indices``; the CLS token dropped.
+        """
+        depth = len(self.blocks)
+        if indices is None:
+            indices = default_feature_indices(depth)
+        elif isinstance(indices, int):
+            indices = list(range(depth - indices, depth))
+        if not indices or any(not -depth <= i < depth for i in indices):
+            raise UsfmaeError(f"block indices {list(indices)} out of range for a {depth}-block encoder")
+        wanted = [i % depth for i in indices]
+        x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]
+        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        grid = imgs.shape[-1] // self.cfg.patch_size
+        found: dict[int, torch.Tensor] = {}
+        for i in range(max(wanted) + 1):  # stop after the deepest block asked for
+            x = self._run_blocks(self.blocks[i:i + 1], x)
+            if i in wanted:
+                tokens = self.norm(x) if norm else x
+                found[i] = tokens[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, grid, grid)
+        return [found[i] for i in wanted]
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         """The CLS feature (B, D), as timm's ``VisionTransformer(num_classes=0)`` returns."""
