@@ -32,6 +32,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "pretrain a masked autoencoder (resumable; torchrun for many GPUs)"),
     "reconstruct": ("reconstruct", "write MAE reconstruction grids (input, masked, reconstruction) for images"),
     "finetune": ("finetune", "fine-tune an encoder or baseline on a labelled dataset (k-fold, seeds)"),
+    "segment": ("segment", "fine-tune an encoder or U-Net for segmentation (Dice, IoU, HD95; k-fold, seeds)"),
     "probe": ("probe", "linear probe and k-NN on frozen features, with label-fraction curves"),
     "benchmark": ("benchmark", "run a grid of models x datasets x folds with resume (e.g. the paper's Table 2)"),
     "report": ("report", "render results as Markdown/CSV tables and figures"),

@@ -31,17 +31,19 @@ class PyramidSegmenter(nn.Module):
         encoder: a ViT with ``forward_intermediates``, ``blocks`` and ``embed_dim``.
         num_classes: K (background included).
         indices: the four blocks tapped (default :func:`usfmae.models.mae.default_feature_indices`).
-        channels: width of the decoder.
+        channels: width of the decoder (default: half the encoder width, clipped to 32..256).
     """
 
     def __init__(self, encoder: nn.Module, num_classes: int, indices: Sequence[int] | None = None,
-                 channels: int = 128) -> None:
+                 channels: int | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.indices = list(indices) if indices is not None else default_feature_indices(len(encoder.blocks))
         if len(self.indices) != 4:
             raise ValueError(f"the pyramid taps four blocks, got {self.indices}")
         dim = int(encoder.embed_dim)
+        channels = channels or max(32, min(256, dim // 2))
+        self.channels = channels
         half, quarter = max(dim // 2, 1), max(dim // 4, 1)
         self.up4 = nn.Sequential(nn.ConvTranspose2d(dim, half, 2, stride=2), nn.BatchNorm2d(half), nn.GELU(),
                                  nn.ConvTranspose2d(half, quarter, 2, stride=2))
