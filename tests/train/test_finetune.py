@@ -106,7 +106,7 @@ def test_baselines_use_the_same_protocol(phantom_dataset: Path, tmp_path: Path, 
 
     monkeypatch.setattr(finetune, "create_baseline", fake)
     cfg = _cfg(phantom_dataset, tmp_path, model="resnet50", img_size=64, in_chans=1, epochs=1, bootstrap=0,
-               small_input=True)
+               small_input=True, save_model=False)  # a stub: nothing to save
     result = read_json(finetune.run(cfg)["cells"][0])
     assert calls == [("resnet50", 2, 1, None, 64, True)]
     assert result["model"] == "resnet50" and result["protocol"]["pretraining"] == "scratch"
@@ -158,3 +158,21 @@ def test_golden_losses_of_a_tiny_finetune(tmp_path: Path) -> None:
                                [0.693138837814331, 0.7064483463764191, 0.6900811493396759], rtol=1e-5, atol=0)
     np.testing.assert_allclose(result["predictions"]["y_score"][:2], [[0.471023, 0.528977], [0.4713, 0.5287]],
                                atol=2e-6)
+
+
+def test_finetune_saves_a_model_that_reproduces_its_test_scores(phantom_dataset: Path, tmp_path: Path) -> None:
+    import torch
+
+    from usfmae.contract import normalise
+    from usfmae.data.images import preload_images
+    from usfmae.models.saved import load_task_model
+
+    cfg = _cfg(phantom_dataset, tmp_path, epochs=1, bootstrap=0)
+    result = read_json(finetune.run(cfg)["cells"][0])
+    model, card = load_task_model(result["training"]["model"])
+    assert card["kind"] == "classifier" and card["classes"] == ["benign", "malignant"]
+    contract = card["data_contract"]
+    images, _ = preload_images(result["predictions"]["id"], contract.img_size, contract.in_chans)
+    with torch.no_grad():
+        scores = torch.softmax(model(normalise(images, contract)), 1).numpy()
+    assert np.allclose(scores, result["predictions"]["y_score"], atol=2e-6)  # saved rounded to 6 digits

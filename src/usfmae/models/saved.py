@@ -13,8 +13,8 @@ the weights strictly, so a reloaded model gives exactly the outputs it gave at t
 
 ``arch`` families: ``mae`` (our ViT encoder: ``encoder_cfg`` is its MAEConfig) with ``head``
 ``cls``/``mean`` (classifier pooling) or ``linear``/``pyramid`` (segmentation heads); ``timm_vit``
-(the ViT-B/16 baseline, ``img_size``/``in_chans``) with a segmentation head; ``torchvision``
-classifier baselines (``name``: resnet50, vgg19, vit_b16; ``small_input``); ``unet_resnet50``.
+(the ViT-B/16 baseline, ``img_size``/``in_chans``) with a segmentation head;
+``baseline`` classifiers (``name``: resnet50, vgg19, vit_b16; ``small_input``); ``unet_resnet50``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def build_task_model(arch: dict[str, Any]) -> nn.Module:
         from usfmae.models.classifier import EncoderClassifier
 
         return EncoderClassifier(_mae_encoder(arch), k, pool=head)
-    if family == "torchvision":
+    if family == "baseline":
         from usfmae.models.baselines import create_baseline
 
         return create_baseline(arch["name"], num_classes=k, in_chans=int(arch["in_chans"]),
@@ -141,3 +141,13 @@ def load_task_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
                         f"({str(exc).splitlines()[0]})") from exc
     card = {**card, "data_contract": DataContract.from_dict(card["data_contract"])}
     return model.eval(), card
+
+
+def classifier_arch(model: nn.Module, num_classes: int, *, baseline: str | None = None, in_chans: int = 3,
+                    img_size: int = 224, small_input: bool = False) -> dict[str, Any]:
+    """The ``arch`` record of a ``finetune`` classifier: an EncoderClassifier or a named baseline."""
+    if baseline is not None:
+        return {"family": "baseline", "name": baseline, "num_classes": num_classes, "in_chans": in_chans,
+                "img_size": img_size, "small_input": small_input}
+    return {"family": "mae", "head": model.pool, "num_classes": num_classes,
+            "encoder_cfg": model.encoder.cfg.to_dict()}

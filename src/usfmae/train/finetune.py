@@ -92,6 +92,7 @@ class FinetuneConfig:
     label: str | None = opt(None, "row label in the report (default: model, source and method)")
     clip_grad: float = opt(1.0, "max gradient norm (0 disables clipping)")
     amp: bool = opt(True, "bf16 autocast on CUDA")
+    save_model: bool = opt(True, "save each cell's fine-tuned model (usfmae predict / export read it)")
     small_input: bool = opt(False, "resnet50 only: stride-1 stem, no max-pool, for small (e.g. 64 px) inputs; "
                             "4x the compute")
 
@@ -270,7 +271,7 @@ def train_classifier(model: nn.Module, info: EncoderInfo, cfg: FinetuneConfig, i
 
 # ------------------------------------------------------------------------------------------- run
 MODE_TITLES = {"finetune": "", "linear": " (linear probe)", "knn": " (k-NN)"}
-_RECIPE_SKIP = ("data", "out", "folds", "seeds", "device", "num_workers", "label")  # not part of the protocol
+_RECIPE_SKIP = ("data", "out", "folds", "seeds", "device", "num_workers", "label", "save_model")  # not part of the protocol
 
 
 def row_label(cfg: FinetuneConfig, info_source: str | None = None) -> str:
@@ -319,7 +320,8 @@ def run(cfg: FinetuneConfig, on_epoch_end: EpochCallback | None = None) -> dict[
                 skipped += 1
                 paths.append(path)
                 continue
-            result = run_cell(cfg, ds, fold, seed, device, rejects, cache, on_epoch_end)
+            result = run_cell(cfg, ds, fold, seed, device, rejects, cache, on_epoch_end,
+                              save_dir=out / path.stem / "model" if cfg.save_model else None)
             report.save_result(out, result)
             paths.append(path)
             log.info("%s on %s fold %d seed %d: macro-F1 %.3f", label, ds.name, fold.index, seed,
@@ -342,8 +344,12 @@ def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
 
 
 def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.device, rejects: RejectLog,
-             cache: dict[str, Any], on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
-    """Train and score one (fold, seed) cell; returns the results record (not yet written)."""
+             cache: dict[str, Any], on_epoch_end: EpochCallback | None = None,
+             save_dir: Path | None = None) -> dict[str, Any]:
+    """Train and score one (fold, seed) cell; returns the results record (not yet written).
+
+    ``save_dir``: where the fine-tuned model is saved (``usfmae.models.saved``; finetune mode only).
+    """
     torch.manual_seed(seed)
     if cfg.mode != "finetune":
         model, info = load_encoder(cfg.weights, cfg.model)
@@ -375,6 +381,16 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
                     device=str(device), seconds=round(time.perf_counter() - started, 2))
     recipe = {k: v for k, v in to_dict(cfg).items() if k not in _RECIPE_SKIP}
     protocol = protocol_record(ds, info, cfg.mode, cfg.pool, cfg.label_fraction, cfg.weights, recipe)
+    if save_dir is not None and cfg.mode == "finetune":
+        from usfmae.contract import DataContract
+        from usfmae.models import saved
+
+        arch = saved.classifier_arch(model, num_classes, baseline=cfg.model if cfg.model in BASELINES else None,
+                                     in_chans=info.in_chans, img_size=info.img_size, small_input=cfg.small_input)
+        saved.save_task_model(save_dir, model.cpu(), kind="classifier", arch=arch, classes=list(ds.classes),
+                              contract=DataContract(info.img_size, info.in_chans, info.mean, info.std),
+                              protocol={**protocol, "dataset": ds.name, "fold": fold.index, "seed": seed})
+        training["model"] = str(save_dir)
     return cell_result(row_label(cfg), ds, fold.index, seed, labels_all[test_idx], scores,
                        [ds.records[i] for i in test_idx], protocol, cfg.bootstrap, training)
 
