@@ -36,6 +36,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "probe": ("probe", "linear probe and k-NN on frozen features, with label-fraction curves"),
     "benchmark": ("benchmark", "run a grid of models x datasets x folds with resume (e.g. the paper's Table 2)"),
     "report": ("report", "render results as Markdown/CSV tables and figures"),
+    "predict": ("predict", "apply a saved classifier or segmenter to images, a folder, a manifest or DICOM"),
     "embed": ("embed", "write encoder features of images to Parquet / NumPy"),
     "export": ("export", "export an encoder as timm-compatible safetensors + model card, and ONNX"),
     "demo": ("demo", "the end-to-end demo on embedded phantom data (what `make demo` runs)"),

@@ -1,0 +1,89 @@
+"""usfmae predict: a saved segmenter / classifier reloaded gives the outputs of the end of training."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from usfmae import cli
+from usfmae.fileio import read_json
+from usfmae.train import finetune, segment
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def segmenter(phantom_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("segrun")
+    cfg = segment.SegmentConfig(data=f"phantom:{phantom_dataset}", out=str(out), model="mae_vit_micro_patch8_64",
+                                head="linear", epochs=2, batch_size=8, lr=1e-3, split="kfold", k=2, folds=[0],
+                                bootstrap=0)
+    return read_json(segment.run(cfg)["cells"][0])
+
+
+def test_saved_segmenter_reproduces_the_test_masks(segmenter: dict, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for source in segmenter["predictions"]["id"][:5]:
+        (folder / Path(source).name).write_bytes(Path(source).read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    code = cli.main(["predict", segmenter["training"]["model"], str(folder), "--out", str(tmp_path / "out")])
+    assert code == 0 and '"kind": "segmenter"' in capsys.readouterr().out
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    assert len(rows) == 5 and set(rows[0]) >= {"source", "frame", "mask", "overlay", "pixels_background"}
+    expected = dict(zip(segmenter["predictions"]["id"], segmenter["predictions"]["mask_pred"], strict=True))
+    for row in rows:
+        original = next(p for p in expected if Path(p).name == Path(row["source"]).name)
+        assert np.array_equal(cv2.imread(row["mask"], cv2.IMREAD_UNCHANGED),
+                              cv2.imread(expected[original], cv2.IMREAD_UNCHANGED))
+        assert cv2.imread(row["overlay"]).shape == (64, 64, 3)
+    rejects = read_rejects(tmp_path / "out" / "rejects.jsonl")
+    assert [Path(r["file"]).name for r in rejects] == ["broken.png"]
+
+
+def read_rejects(path: Path) -> list[dict]:
+    from usfmae.fileio import read_jsonl
+
+    return read_jsonl(path)
+
+
+def test_segmenter_masks_come_back_at_the_original_size_and_dicom(segmenter: dict, tmp_path: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from usfmae.downstream.predict import PredictConfig, predict
+
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.random.default_rng(0).integers(0, 255, (30, 70), dtype=np.uint8))
+    out = predict(PredictConfig(model=segmenter["training"]["model"], input=str(wide), out=str(tmp_path / "a")))
+    assert out["n"] == 1 and cv2.imread(_rows(Path(out["csv"]))[0]["mask"], cv2.IMREAD_UNCHANGED).shape == (30, 70)
+    dicom = get_testdata_file("US1_UNCR.dcm")
+    out = predict(PredictConfig(model=segmenter["training"]["model"], input=dicom, out=str(tmp_path / "d")))
+    (row,) = _rows(Path(out["csv"]))
+    assert row["frame"] == "0" and cv2.imread(row["mask"], cv2.IMREAD_UNCHANGED).shape == (480, 640)
+
+
+def test_saved_classifier_reproduces_its_probabilities(phantom_dataset: Path, tmp_path: Path) -> None:
+    cfg = finetune.FinetuneConfig(data=f"phantom:{phantom_dataset}", out=str(tmp_path / "ft"),
+                                  model="mae_vit_micro_patch8_64", epochs=1, batch_size=8, split="kfold", k=2,
+                                  folds=[0], bootstrap=0, val_fraction=0.0)
+    result = read_json(finetune.run(cfg)["cells"][0])
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in result["predictions"]["id"]))
+    code = cli.main(["predict", result["training"]["model"], str(manifest), "--out", str(tmp_path / "p")])
+    assert code == 0
+    rows = _rows(tmp_path / "p" / "predictions.csv")
+    got = np.array([[float(r["p_benign"]), float(r["p_malignant"])] for r in rows])
+    assert np.allclose(got, result["predictions"]["y_score"], atol=2e-6)
+    assert [r["prediction"] for r in rows] == [("benign", "malignant")[i] for i in result["predictions"]["y_pred"]]
+
+
+def test_bad_model_and_input_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    assert cli.main(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a saved usfmae model" in capsys.readouterr().err
