@@ -87,3 +87,18 @@ def test_saved_classifier_reproduces_its_probabilities(phantom_dataset: Path, tm
 def test_bad_model_and_input_are_one_line_errors(tmp_path: Path, capsys) -> None:
     assert cli.main(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not a saved usfmae model" in capsys.readouterr().err
+
+
+def test_export_of_a_saved_segmenter_matches_pytorch(segmenter: dict, tmp_path: Path, capsys) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from usfmae.models.saved import load_task_model
+
+    code = cli.main(["export", "--weights", segmenter["training"]["model"], "--out", str(tmp_path / "x")])
+    assert code == 0 and "segmenter" in capsys.readouterr().out
+    model, card = load_task_model(tmp_path / "x")  # the exported folder is itself a saved model
+    x = torch.randn(5, 1, 64, 64)
+    got = ort.InferenceSession(str(tmp_path / "x" / "model.onnx")).run(["logits"], {"images": x.numpy()})[0]
+    with torch.no_grad():
+        assert got.shape == (5, 2, 64, 64) and np.abs(got - model(x).numpy()).max() < 1e-4

@@ -26,7 +26,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="checkpoint: ours, released USF-MAE, facebookresearch MAE")
+    parser.add_argument("--weights", required=True, help="checkpoint: ours, released USF-MAE, facebookresearch MAE; "
+                                                         "or a model folder saved by segment / finetune")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--model", help="registry name when the checkpoint does not say (e.g. mae_vit_base_patch16)")
     parser.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels when the checkpoint does not say")
@@ -42,7 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from usfmae.downstream.export import export
+    from pathlib import Path
+
+    from usfmae.downstream.export import export, export_task_model
+
+    if (Path(args.weights) / "model.json").is_file() or Path(args.weights).name == "model.json":
+        # a model saved by `usfmae segment` / `usfmae finetune`: its files plus model.onnx (logits)
+        summary = export_task_model(args.weights, args.out, opset=args.opset, tolerance=args.tolerance)
+        print(f"wrote {summary['onnx']} ({summary['kind']}, opset {summary['opset']}); onnxruntime vs PyTorch "
+              f"max abs diff {summary['onnx_max_abs_diff']:.2e}")
+        return 0
 
     overrides = {"in_chans": args.in_chans} if args.in_chans else {}
     summary = export(args.weights, args.out, model_name=args.model, pool=args.pool, onnx=not args.no_onnx,

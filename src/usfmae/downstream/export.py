@@ -33,7 +33,7 @@ from torch import nn
 
 from usfmae.contract import resolve_contract
 from usfmae.errors import UsfmaeError
-from usfmae.fileio import atomic_open, atomic_path, write_json
+from usfmae.fileio import atomic_open, atomic_path, ensure_output_dir, write_json
 from usfmae.models import checkpoint, hf
 from usfmae.models.adapters import ADAPTERS, SPECS
 from usfmae.models.encoder import EncoderInfo, PooledEncoder, load_encoder
@@ -264,3 +264,44 @@ def export(weights: str | Path | None, out: str | Path, model_name: str | None =
         handle.write(_card(info, timm_cfg, pool, diff, recipe, licence, audit, format))
     write_json(out / "export.json", summary)
     return summary
+
+
+def export_task_model(model_dir: str | Path, out: str | Path, opset: int = 17, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Export a saved classifier or segmenter (``usfmae.models.saved``): its files plus ``model.onnx``.
+
+    The ONNX graph maps normalised images (B, C, S, S) to logits, (B, K) or (B, K, S, S), with a
+    dynamic batch axis; onnxruntime is checked against PyTorch on a seeded batch of 3.
+
+    Returns:
+        ``{"kind", "onnx", "opset", "onnx_max_abs_diff", "tolerance", "card"}``.
+    """
+    import shutil
+
+    import onnxruntime as ort
+
+    from usfmae.models.saved import CARD, WEIGHTS, load_task_model
+
+    model, card = load_task_model(model_dir)
+    out = ensure_output_dir(out)
+    source = Path(model_dir) if Path(model_dir).is_dir() else Path(model_dir).parent
+    for name in (WEIGHTS, CARD):
+        if (source / name).resolve() != (out / name).resolve():
+            shutil.copy2(source / name, out / name)
+    c = card["data_contract"]
+    path = out / "model.onnx"
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript exporter deprecation / tracer noise
+        torch.onnx.export(model, (torch.randn(2, c.in_chans, c.img_size, c.img_size),), str(tmp), dynamo=False,
+                          opset_version=opset, input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    x = torch.randn(3, c.in_chans, c.img_size, c.img_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], {"images": x.numpy()})[0]
+    if got.shape != expected.shape:
+        raise UsfmaeError(f"{path}: ONNX output shape {got.shape} differs from PyTorch {expected.shape}")
+    diff = float(np.abs(got - expected).max())
+    if diff > tolerance:
+        raise UsfmaeError(f"{path}: ONNX differs from PyTorch by {diff:.3g} (> {tolerance:g})")
+    return {"kind": card["kind"], "onnx": str(path), "opset": opset, "onnx_max_abs_diff": diff,
+            "tolerance": tolerance, "card": str(out / CARD)}
