@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(ReportConfig, args)
     written = write_report(args.results_dir, cfg)
-    table_md = written["tables"][0]
+    table_md = (written.get("tables") or written["seg_tables"])[0]
     print(table_md.read_text(encoding="utf-8"), end="")
     for kind, paths in written.items():
         for path in paths:

@@ -361,6 +361,15 @@ def write_report(results_dir: str | Path, cfg: ReportConfig) -> dict[str, list[P
     out = Path(cfg.out) if cfg.out else Path(results_dir) / "report"
     ensure_output_dir(out)
     results = load_results(results_dir, RejectLog(out / "rejects.jsonl", log))
+    segmentation = [r for r in results if r["protocol"].get("task") == "segmentation"]
+    seg_written: dict[str, list[Path]] = {}
+    if segmentation:  # segmentation results have their own tables and figures (eval/seg_report.py)
+        from usfmae.eval.seg_report import write_seg_report
+
+        seg_written = write_seg_report(segmentation, out, cfg.label_fraction, cfg.n_boot, cfg.seed)
+        results = [r for r in results if r["protocol"].get("task") != "segmentation"]
+        if not results:
+            return seg_written
     table = build_table(results, cfg.average, cfg.with_paper, cfg.ci, cfg.label_fraction, cfg.n_boot, cfg.seed,
                         cfg.models)
     written: dict[str, list[Path]] = {"tables": [], "confusion": [], "label_efficiency": []}
@@ -394,4 +403,4 @@ def write_report(results_dir: str | Path, cfg: ReportConfig) -> dict[str, list[P
         with atomic_open(out / "label_efficiency.csv", "w", encoding="utf-8") as handle:
             handle.write(buffer.getvalue())
         written["label_efficiency"].append(out / "label_efficiency.csv")
-    return written
+    return {**written, **seg_written}
