@@ -39,6 +39,10 @@ class DemoConfig:
     labels_per_class: int = opt(20, "training labels per class in each fold (few-label regime)")
     folds: int = opt(5, "cross-validation folds of the evaluation task")
     finetune_epochs: int = opt(30, "fine-tuning epochs")
+    segmentation: bool = opt(True, "also compare few-label lesion segmentation (encoder vs scratch vs U-Net)")
+    seg_labels: int = opt(40, "labelled training images per segmentation fold")
+    seg_folds: int = opt(2, "cross-validation folds of the segmentation comparison")
+    seg_epochs: int = opt(15, "segmentation fine-tuning epochs")
     seed: int = opt(0, "seed of every stage")
     figures: str = opt("", "also copy the headline figures into this folder (e.g. docs/figures)")
 
@@ -49,6 +53,8 @@ class DemoConfig:
         check(0 < self.mask_ratio < 1, "mask-ratio must be in (0, 1)")
         check(self.labels_per_class >= 2, "labels-per-class must be at least 2")
         check(self.raw_size >= self.img_size, "raw-size must be at least img-size")
+        check(self.seg_labels >= 2 and self.seg_folds >= 2 and self.seg_epochs >= 1,
+              "seg-labels >= 2, seg-folds >= 2, seg-epochs >= 1")
 
 
 def _stage(title: str) -> None:
@@ -136,6 +142,27 @@ def evaluate(cfg: DemoConfig, task_manifest: Path, checkpoint: Path, out: Path) 
     return results
 
 
+SEG_ROWS = ("USF-MAE demo encoder + pyramid", "ViT from scratch + pyramid", "U-Net ResNet-50 from scratch")
+
+
+def segment(cfg: DemoConfig, task_manifest: Path, checkpoint: Path, out: Path) -> Path:
+    """Stage 5b: few-label lesion segmentation on the task set's exact lesion masks, same folds for all."""
+    from usfmae.train.segment import SegmentConfig, run
+
+    results = out / "5_segment"
+    _stage(f"5b/6 segment: {cfg.seg_labels} labelled images per fold, {cfg.seg_folds} folds, {len(SEG_ROWS)} models")
+    common = dict(data=f"phantom:{task_manifest.parent}", out=str(results), split="kfold", k=cfg.seg_folds,
+                  seeds=[cfg.seed], max_labels=cfg.seg_labels, epochs=cfg.seg_epochs, batch_size=8, lr=1e-3,
+                  device="cpu", bootstrap=1000, save_masks=True)
+    runs = [dict(label=SEG_ROWS[0], model=ENCODER, weights=str(checkpoint), head="pyramid"),
+            dict(label=SEG_ROWS[1], model=ENCODER, head="pyramid"),
+            dict(label=SEG_ROWS[2], model="unet_resnet50", img_size=cfg.img_size, in_chans=1)]
+    for extra in runs:
+        log.info("-- %s", extra["label"])
+        run(SegmentConfig(**{**common, **extra}))
+    return results
+
+
 def report(cfg: DemoConfig, results: Path, out: Path) -> dict[str, Any]:
     """Stage 6: the table with bootstrap CIs, confusion matrices, and the headline figures."""
     from usfmae.eval.report import ReportConfig, write_report
@@ -145,10 +172,15 @@ def report(cfg: DemoConfig, results: Path, out: Path) -> dict[str, Any]:
     rows = (results / "rows.txt").read_text(encoding="utf-8").split("\n")
     written = write_report(results, ReportConfig(out=str(report_dir), ci=True, models=[r for r in rows if r]))
     table = (report_dir / "table.md").read_text(encoding="utf-8")
+    seg_table = None
+    if (out / "5_segment").is_dir():
+        write_report(out / "5_segment", ReportConfig(out=str(report_dir / "segmentation"), models=list(SEG_ROWS)))
+        seg_table = (report_dir / "segmentation" / "seg_table.md").read_text(encoding="utf-8")
     figures = {
         "demo_loss_curve.png": out / "4_pretrain" / "loss_curve.png",
         "demo_reconstruction.png": _latest(out / "4_pretrain", "recon_*.png"),
         "demo_clean_sheet.png": out / "2_clean" / "contact_sheet.png",
+        "demo_seg_cases.png": report_dir / "segmentation" / "seg_cases" / "phantom__USF-MAE_demo_encoder_pyramid.png",
     }
     if cfg.figures:
         dest = Path(cfg.figures)
@@ -157,7 +189,10 @@ def report(cfg: DemoConfig, results: Path, out: Path) -> dict[str, Any]:
             if src is not None and src.is_file():
                 shutil.copyfile(src, dest / name)
         (dest / "demo_table.md").write_text(table, encoding="utf-8")
-    return {"table": table, "written": written, "figures": {k: str(v) for k, v in figures.items() if v}}
+        if seg_table is not None:
+            (dest / "demo_seg_table.md").write_text(seg_table, encoding="utf-8")
+    return {"table": table, "seg_table": seg_table, "written": written,
+            "figures": {k: str(v) for k, v in figures.items() if v}}
 
 
 def _latest(folder: Path, pattern: str) -> Path | None:
@@ -174,4 +209,6 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     shards = clean_and_pack(cfg, phantom_manifest, out)
     checkpoint = pretrain(cfg, shards, out)
     results = evaluate(cfg, task_manifest, checkpoint, out)
+    if cfg.segmentation:
+        segment(cfg, task_manifest, checkpoint, out)
     return report(cfg, results, out)

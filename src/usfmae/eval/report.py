@@ -366,7 +366,7 @@ def write_report(results_dir: str | Path, cfg: ReportConfig) -> dict[str, list[P
     if segmentation:  # segmentation results have their own tables and figures (eval/seg_report.py)
         from usfmae.eval.seg_report import write_seg_report
 
-        seg_written = write_seg_report(segmentation, out, cfg.label_fraction, cfg.n_boot, cfg.seed)
+        seg_written = write_seg_report(segmentation, out, cfg.label_fraction, cfg.n_boot, cfg.seed, cfg.models)
         results = [r for r in results if r["protocol"].get("task") != "segmentation"]
         if not results:
             return seg_written

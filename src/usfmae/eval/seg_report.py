@@ -64,12 +64,12 @@ def _stat(values: list[float], pooled: list[float] | None, scale: float, n_boot:
 
 
 def seg_table(results: Sequence[dict], label_fraction: float | None = None, n_boot: int = 1000,
-              seed: int = 0) -> dict:
+              seed: int = 0, models: Sequence[str] = ()) -> dict:
     """Segmentation results as data: rows models, per dataset Dice / IoU (%) and HD95 (pixels).
 
     Each cell is mean ± sample std over its folds and seeds, with a 95% bootstrap interval of the
     mean over all of the cell's test images pooled. ``label_fraction`` picks the fraction (default:
-    the largest present).
+    the largest present); ``models`` come first in the row order, the others after.
 
     Returns:
         ``{"label_fraction", "datasets", "rows": [{"model", "cells": {ds: {metric: stat}}}]}``.
@@ -79,7 +79,8 @@ def seg_table(results: Sequence[dict], label_fraction: float | None = None, n_bo
     chosen = [r for r in results if abs(float(r["protocol"].get("label_fraction", 1.0)) - chosen_fraction) < 1e-9]
     datasets = list(dict.fromkeys(r["dataset"] for r in chosen))
     rows = []
-    for model in dict.fromkeys(r["model"] for r in chosen):
+    present = list(dict.fromkeys(r["model"] for r in chosen))
+    for model in [m for m in models if m in present] + [m for m in present if m not in models]:
         cells = {}
         for ds in datasets:
             cell = [r for r in chosen if r["model"] == model and r["dataset"] == ds]
@@ -160,13 +161,13 @@ def _case_figure(result: dict, path: Path) -> Path | None:
 
 
 def write_seg_report(results: Sequence[dict], out: Path, label_fraction: float | None = None,
-                     n_boot: int = 1000, seed: int = 0) -> dict[str, list[Path]]:
+                     n_boot: int = 1000, seed: int = 0, models: Sequence[str] = ()) -> dict[str, list[Path]]:
     """Write seg_table.md / seg_table.csv, best/median/worst overlay figures per model and dataset,
     and Dice vs label-fraction curves (where several fractions were run) into ``out``."""
     from usfmae.eval.plots import plot_label_efficiency
     from usfmae.fileio import atomic_open
 
-    table = seg_table(results, label_fraction, n_boot, seed)
+    table = seg_table(results, label_fraction, n_boot, seed, models)
     written: dict[str, list[Path]] = {"seg_tables": [], "seg_cases": [], "seg_label_efficiency": []}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

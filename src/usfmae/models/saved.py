@@ -144,10 +144,15 @@ def load_task_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
 
 
 def classifier_arch(model: nn.Module, num_classes: int, *, baseline: str | None = None, in_chans: int = 3,
-                    img_size: int = 224, small_input: bool = False) -> dict[str, Any]:
-    """The ``arch`` record of a ``finetune`` classifier: an EncoderClassifier or a named baseline."""
+                    img_size: int = 224, small_input: bool = False) -> dict[str, Any] | None:
+    """The ``arch`` record of a ``finetune`` classifier: an EncoderClassifier on our ViT or a named
+    baseline; None for other encoders (foundation-model adapters), which this format cannot rebuild."""
+    from usfmae.models.mae import VisionTransformerEncoder
+
     if baseline is not None:
         return {"family": "baseline", "name": baseline, "num_classes": num_classes, "in_chans": in_chans,
                 "img_size": img_size, "small_input": small_input}
+    if not isinstance(getattr(model, "encoder", None), VisionTransformerEncoder):
+        return None
     return {"family": "mae", "head": model.pool, "num_classes": num_classes,
             "encoder_cfg": model.encoder.cfg.to_dict()}

@@ -387,11 +387,13 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
 
         arch = saved.classifier_arch(model, num_classes, baseline=cfg.model if cfg.model in BASELINES else None,
                                      in_chans=info.in_chans, img_size=info.img_size, small_input=cfg.small_input)
-        saved.save_task_model(save_dir, model.cpu(), kind="classifier", arch=arch, classes=list(ds.classes),
-                              # "stretch": the policy of the loader above (data.images.load_image)
-                              contract=DataContract(info.img_size, info.in_chans, info.mean, info.std, "stretch"),
-                              protocol={**protocol, "dataset": ds.name, "fold": fold.index, "seed": seed})
-        training["model"] = str(save_dir)
+        if arch is not None:  # None: an adapter's encoder, which the saved-model format cannot rebuild
+            saved.save_task_model(save_dir, model.cpu(), kind="classifier", arch=arch, classes=list(ds.classes),
+                                  # "stretch": the policy of the loader above (data.images.load_image)
+                                  contract=DataContract(info.img_size, info.in_chans, info.mean, info.std,
+                                                        "stretch"),
+                                  protocol={**protocol, "dataset": ds.name, "fold": fold.index, "seed": seed})
+            training["model"] = str(save_dir)
     return cell_result(row_label(cfg), ds, fold.index, seed, labels_all[test_idx], scores,
                        [ds.records[i] for i in test_idx], protocol, cfg.bootstrap, training)
 
