@@ -42,7 +42,7 @@ class DemoConfig:
     segmentation: bool = opt(True, "also compare few-label lesion segmentation (encoder vs scratch vs U-Net)")
     seg_labels: int = opt(40, "labelled training images per segmentation fold")
     seg_folds: int = opt(2, "cross-validation folds of the segmentation comparison")
-    seg_epochs: int = opt(15, "segmentation fine-tuning epochs")
+    seg_epochs: int = opt(10, "segmentation fine-tuning epochs")
     seed: int = opt(0, "seed of every stage")
     figures: str = opt("", "also copy the headline figures into this folder (e.g. docs/figures)")
 

@@ -35,8 +35,9 @@ from usfmae.eval.probes import PROBES
 from usfmae.fileio import RejectLog, atomic_open, read_json, write_json
 from usfmae.models.adapters import ADAPTERS, SPECS
 from usfmae.models.encoder import extract_features, load_encoder, pick_device
-from usfmae.train import finetune
+from usfmae.train import finetune, segment
 from usfmae.train.finetune import FinetuneConfig
+from usfmae.train.segment import SegmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class Suite:
     recipe: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, list[Any]] = field(default_factory=dict)
     with_paper: bool = False  # the report adds the paper's published rows
+    task: str = "classification"  # or "segmentation": cells run usfmae.train.segment (SegmentConfig)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -71,7 +73,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
-    unknown = sorted(set(raw) - {"name", "models", "datasets", "recipe", "sweep", "with_paper"})
+    unknown = sorted(set(raw) - {"name", "task", "models", "datasets", "recipe", "sweep", "with_paper"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}")
     for section in ("models", "datasets"):
@@ -79,8 +81,11 @@ def load_suite(name_or_path: str | Path) -> Suite:
             raise ConfigError(f"{path}: '{section}' must be a non-empty mapping")
     recipe = {k: as_number(v) for k, v in (raw.get("recipe") or {}).items()}
     sweep = {k: [as_number(x) for x in (v if isinstance(v, list) else [v])] for k, v in (raw.get("sweep") or {}).items()}
+    task = str(raw.get("task", "classification"))
+    if task not in ("classification", "segmentation"):
+        raise ConfigError(f"{path}: task must be classification or segmentation, got {task!r}")
     return Suite(str(raw.get("name", path.stem)), raw["models"], raw["datasets"], recipe, sweep,
-                 bool(raw.get("with_paper", False)))
+                 bool(raw.get("with_paper", False)), task)
 
 
 def as_number(value: Any) -> Any:
@@ -119,13 +124,13 @@ def setting_name(setting: dict[str, Any]) -> str:
     return "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}" for k, v in setting.items()) or "default"
 
 
-def checked_settings(values: dict[str, Any], where: str) -> dict[str, Any]:
-    """Type-check suite / ``--set`` values against :class:`FinetuneConfig` (YAML gives any type).
+def checked_settings(values: dict[str, Any], where: str, cls: type = FinetuneConfig) -> dict[str, Any]:
+    """Type-check suite / ``--set`` values against ``cls`` (:class:`FinetuneConfig`; YAML gives any type).
 
     Raises:
         ConfigError: naming the setting, e.g. ``vgg19 on busbra: epochs must be int, got 'abc'``.
     """
-    hints = typing.get_type_hints(FinetuneConfig)
+    hints = typing.get_type_hints(cls)
     out = {}
     for key, value in values.items():
         tp = hints.get(key)
@@ -165,7 +170,7 @@ class Group:
     model: str
     dataset: str
     setting: str
-    cfg: FinetuneConfig
+    cfg: FinetuneConfig | SegmentConfig
 
 
 def left_out(suite: Suite, fm_weights: str | None, models: list[str] | None = None) -> dict[str, str]:
@@ -197,6 +202,7 @@ def plan(suite: Suite, data_root: str | Path, out: str | Path, weights: str | No
             raise ConfigError(f"unknown {what}(s) {', '.join(missing)}; suite {suite.name} has {', '.join(have)}")
     absent = left_out(suite, fm_weights, models)
     groups = []
+    cls = SegmentConfig if suite.task == "segmentation" else FinetuneConfig
     for dname, dspec in suite.datasets.items():
         if datasets and dname not in datasets:
             continue
@@ -222,7 +228,7 @@ def plan(suite: Suite, data_root: str | Path, out: str | Path, weights: str | No
                               "out": str(Path(out) / dname / mname / sname), "label": label}
                 if values_cfg.get("weights") is None:
                     values_cfg.pop("weights", None)
-                cfg = build_config(FinetuneConfig, None, checked_settings(values_cfg, f"{mname} on {dname}"))
+                cfg = build_config(cls, None, checked_settings(values_cfg, f"{mname} on {dname}", cls))
                 groups.append(Group(mname, dname, sname, cfg))
     return groups
 
@@ -247,7 +253,7 @@ def run(suite: Suite | str | Path, data_root: str | Path, out: str | Path, weigh
     results: list[str] = []
     for i, group in enumerate(groups, 1):
         log.info("[%d/%d] %s on %s (%s)", i, len(groups), group.model, group.dataset, group.setting)
-        summary = finetune.run(group.cfg)
+        summary = (segment.run if suite.task == "segmentation" else finetune.run)(group.cfg)
         skipped += summary["skipped"]
         ran += len(summary["cells"]) - summary["skipped"]
         results += summary["cells"]
@@ -266,7 +272,7 @@ def render_report(out: Path, models: list[str], with_paper: bool = False) -> Pat
     ``with_paper`` adds the published rows, marked as such."""
     written = report.write_report(out, report.ReportConfig(out=str(out / "report"), models=models,
                                                             with_paper=with_paper))
-    return next(p for p in written["tables"] if p.suffix == ".md")
+    return next(p for p in written.get("tables", []) + written.get("seg_tables", []) if p.suffix == ".md")
 
 
 # ------------------------------------------------------------------------------ probe label curves
