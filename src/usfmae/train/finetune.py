@@ -389,9 +389,8 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
                                      in_chans=info.in_chans, img_size=info.img_size, small_input=cfg.small_input)
         if arch is not None:  # None: an adapter's encoder, which the saved-model format cannot rebuild
             saved.save_task_model(save_dir, model.cpu(), kind="classifier", arch=arch, classes=list(ds.classes),
-                                  # "stretch": the policy of the loader above (data.images.load_image)
                                   contract=DataContract(info.img_size, info.in_chans, info.mean, info.std,
-                                                        "stretch"),
+                                                        info.fit),
                                   protocol={**protocol, "dataset": ds.name, "fold": fold.index, "seed": seed})
             training["model"] = str(save_dir)
     return cell_result(row_label(cfg), ds, fold.index, seed, labels_all[test_idx], scores,

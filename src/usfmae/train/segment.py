@@ -130,7 +130,8 @@ def build_segmenter(cfg: SegmentConfig, num_classes: int) -> tuple[nn.Module, Da
         overrides = {k: v for k, v in (("img_size", cfg.img_size), ("in_chans", cfg.in_chans)) if v is not None}
         mae, info = load_encoder(cfg.weights, cfg.model, **overrides)
         encoder = encoder_from_mae(mae) if isinstance(mae, MaskedAutoencoderViT) else mae
-        contract = DataContract(info.img_size, info.in_chans, info.mean, info.std, cfg.fit or "pad")
+        contract = DataContract(info.img_size, info.in_chans, info.mean, info.std,
+                                cfg.fit or getattr(info, "fit", None) or "pad")
         arch = {"family": "mae", "encoder_cfg": encoder.cfg.to_dict()}
         source = info.describe()
     if cfg.freeze:
