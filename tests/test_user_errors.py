@@ -93,6 +93,14 @@ CASES = [
     ("pack", "{traversal} --out {out}/p5"),
     # empty inputs
     ("report", "{empty_dir}"),
+    # segmentation: missing data, bad values, presets, unwritable output; predict without a saved model
+    ("segment", "--data folder:{missing} --out {out}/s1"),
+    ("segment", "--data folder:{images} --out {out}/s2"),
+    ("segment", "--data phantom:{images} --out {out}/s3 --epochs 0"),
+    ("segment", "--config {non_utf8}"),
+    ("segment", "--data folder:{images} --out {devnull}"),
+    ("predict", "{missing} {images} --out {out}/pr1"),
+    ("predict", "{empty_dir} {images} --out {out}/pr2"),
 ]
 
 

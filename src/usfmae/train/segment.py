@@ -34,7 +34,7 @@ from usfmae.data import seg_datasets
 from usfmae.data.seg_transforms import augment_pair
 from usfmae.eval import metrics as cls_metrics
 from usfmae.eval import report, seg_metrics
-from usfmae.fileio import RejectLog, atomic_path, read_json
+from usfmae.fileio import RejectLog, atomic_path, ensure_output_dir, read_json
 from usfmae.imaging import fit_geometry, unfit
 from usfmae.models.encoder import load_encoder, pick_device
 from usfmae.train import engine
@@ -280,8 +280,7 @@ def run(cfg: SegmentConfig) -> dict[str, Any]:
     Returns:
         ``{"cells": [result path, ...], "skipped": n, "summary": mean/std of the scalar metrics}``.
     """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_output_dir(cfg.out)
     save_config(cfg, out / "config.yaml")
     ds = seg_datasets.load_seg_dataset(cfg.data)
     folds = seg_datasets.official_or_kfold(ds, cfg.split, cfg.k, seed=cfg.seeds[0])
