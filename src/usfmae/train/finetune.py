@@ -288,15 +288,19 @@ def cell_path(out: Path, dataset: str, label: str, fold: int, seed: int, fractio
     return out / report.result_filename(stub)
 
 
-def run(cfg: FinetuneConfig, on_epoch_end: EpochCallback | None = None) -> dict[str, Any]:
+def run(cfg: FinetuneConfig, on_epoch_end: EpochCallback | None = None,
+        keep_models: bool = False) -> dict[str, Any]:
     """Run every (fold, seed) cell; a cell whose results JSON exists is skipped (resume).
 
     Args:
         on_epoch_end: called after every fine-tuning epoch of every cell with ``(epoch, record)``;
             the record also names the cell's ``fold`` and ``seed`` (loggers plug in here).
+        keep_models: also return the trained models (``usfmae.api.finetune``); cells are then
+            retrained even when their results exist, since a results file holds no weights.
 
     Returns:
-        ``{"cells": [result path, ...], "skipped": n, "summary": metrics.aggregate over cells}``.
+        ``{"cells": [result path, ...], "skipped": n, "summary": metrics.aggregate over cells}``, plus
+        ``"models": {(fold, seed): (model, EncoderInfo)}`` with ``keep_models``.
     """
     configure_threads(None, cfg.num_workers)
     out = Path(cfg.out)
@@ -313,21 +317,23 @@ def run(cfg: FinetuneConfig, on_epoch_end: EpochCallback | None = None) -> dict[
     cache: dict[str, Any] = {}  # images (and frozen features) decoded once for all cells
     label = row_label(cfg)
     paths, skipped = [], 0
+    models: dict[tuple[int, int], Any] | None = {} if keep_models else None
     for seed in cfg.seeds:
         for fold in folds:
             path = cell_path(out, ds.name, label, fold.index, seed, cfg.label_fraction)
-            if path.is_file():
+            if path.is_file() and not keep_models:
                 skipped += 1
                 paths.append(path)
                 continue
             result = run_cell(cfg, ds, fold, seed, device, rejects, cache, on_epoch_end,
-                              save_dir=out / path.stem / "model" if cfg.save_model else None)
+                              save_dir=out / path.stem / "model" if cfg.save_model else None, models=models)
             report.save_result(out, result)
             paths.append(path)
             log.info("%s on %s fold %d seed %d: macro-F1 %.3f", label, ds.name, fold.index, seed,
                      result["metrics"]["f1_macro"])
     summary = metrics.aggregate([read_json(p)["metrics"] for p in paths]) if paths else {}
-    return {"cells": [str(p) for p in paths], "skipped": skipped, "summary": summary}
+    done = {"cells": [str(p) for p in paths], "skipped": skipped, "summary": summary}
+    return {**done, "models": models} if keep_models else done
 
 
 def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
@@ -345,10 +351,11 @@ def _images(cfg: FinetuneConfig, ds: Any, info: EncoderInfo, rejects: RejectLog,
 
 def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.device, rejects: RejectLog,
              cache: dict[str, Any], on_epoch_end: EpochCallback | None = None,
-             save_dir: Path | None = None) -> dict[str, Any]:
+             save_dir: Path | None = None, models: dict[tuple[int, int], Any] | None = None) -> dict[str, Any]:
     """Train and score one (fold, seed) cell; returns the results record (not yet written).
 
     ``save_dir``: where the fine-tuned model is saved (``usfmae.models.saved``; finetune mode only).
+    ``models``, when given, receives ``{(fold, seed): (model, info)}`` (the trained network).
     """
     torch.manual_seed(seed)
     if cfg.mode != "finetune":
@@ -357,6 +364,8 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
         fkey = f"features:{info.img_size}:{info.in_chans}:{cfg.pool}"
         if fkey not in cache:
             cache[fkey] = extract_features(model, images, info.mean, info.std, cfg.pool, device=device)
+        if models is not None:  # a probe keeps no trained network: the frozen encoder
+            models[(fold.index, seed)] = (model, info)
         return probe_cell(row_label(cfg), ds, fold, seed, cfg.label_fraction, cache[fkey], row, method=cfg.mode,
                           knn_k=cfg.knn_k, info=info, pool=cfg.pool, weights=cfg.weights, bootstrap=cfg.bootstrap)
     started = time.perf_counter()
@@ -377,6 +386,8 @@ def run_cell(cfg: FinetuneConfig, ds: Any, fold: Any, seed: int, device: torch.d
     training = train_classifier(model, info, cfg, images[row[fit_idx]], labels_all[fit_idx],
                                 images[row[val_idx]], labels_all[val_idx], num_classes, seed, device, hook)
     scores = class_probabilities(model, images[row[test_idx]], info, device, cfg.amp)
+    if models is not None:
+        models[(fold.index, seed)] = (model, info)
     training.update(n_val=int(len(val_idx)), n_train=int(len(fit_idx)), n_test=int(len(test_idx)),
                     device=str(device), seconds=round(time.perf_counter() - started, 2))
     recipe = {k: v for k, v in to_dict(cfg).items() if k not in _RECIPE_SKIP}

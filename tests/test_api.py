@@ -1,0 +1,87 @@
+"""The Python API: lazy top-level names, embed / finetune / predict / explain equal to the CLI's work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import usfmae
+from usfmae import api
+
+torch.set_num_threads(1)
+
+
+def test_import_usfmae_stays_light_and_names_resolve():
+    code = "import sys, usfmae; print('torch' in sys.modules, usfmae.embed.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "usfmae.api"]
+    assert set(usfmae._API) == set(api.__all__)
+    assert usfmae.load_encoder is api.load_encoder and "finetune" in dir(usfmae)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = usfmae.nope
+
+
+@pytest.fixture(scope="module")
+def micro_checkpoint(tmp_path_factory) -> Path:
+    from usfmae.models.checkpoint import save_model
+
+    torch.manual_seed(0)
+    return save_model(api.create_model("mae_vit_micro_patch8_64"), tmp_path_factory.mktemp("w") / "micro.pt")
+
+
+def test_embed_folder_equals_the_cli_and_arrays_equal_files(phantom_dataset, micro_checkpoint, tmp_path):
+    import cv2
+    import pyarrow.parquet as pq
+
+    from usfmae.cli import main
+
+    feats, paths = usfmae.embed(phantom_dataset / "clean", micro_checkpoint)
+    assert feats.shape == (32, 128) and len(paths) == 32
+    assert main(["embed", "--weights", str(micro_checkpoint), str(phantom_dataset / "clean"),
+                 "--out", str(tmp_path / "f.parquet")]) == 0
+    table = pq.read_table(tmp_path / "f.parquet")
+    assert table.column("path").to_pylist() == paths
+    np.testing.assert_array_equal(np.stack(table.column("feature").to_numpy(zero_copy_only=False)), feats)
+    # A uint8 array of the same pictures gives the same features (one fit policy for both).
+    encoder, info = usfmae.load_encoder(micro_checkpoint)
+    arrays = np.stack([cv2.imread(p, cv2.IMREAD_GRAYSCALE) for p in paths[:4]])
+    from_arrays = usfmae.embed(arrays, encoder=encoder, info=info)
+    assert from_arrays.paths == []
+    np.testing.assert_allclose(from_arrays.features, feats[:4], rtol=0, atol=1e-6)
+
+
+def test_finetune_returns_the_model_whose_predictions_are_the_saved_ones(phantom_dataset, tmp_path):
+    seen = []
+    result = usfmae.finetune(f"phantom:{phantom_dataset}", model="mae_vit_micro_patch8_64", out=tmp_path / "ft",
+                             split="kfold", k=2, folds=[0], epochs=2, batch_size=8, bootstrap=0,
+                             augment=False, val_fraction=0.0, on_epoch_end=lambda e, r: seen.append((e, r["fold"])))
+    assert seen == [(0, 0), (1, 0)] and set(result.models) == {(0, 0)}
+    assert 0.0 <= result.metrics["mean"]["f1_macro"] <= 1.0 and len(result.results) == 1
+    saved = json.loads(Path(result.results[0]).read_text())
+    ids = saved["predictions"]["id"]
+    probs, paths = usfmae.predict(result.model, ids)
+    assert paths == ids
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(probs, np.asarray(saved["predictions"]["y_score"]), rtol=0, atol=2e-6)
+    maps = usfmae.explain(result.model, ids[:3])
+    assert maps.shape == (3, 64, 64) and float(maps.max()) == 1.0
+    again = usfmae.finetune(f"phantom:{phantom_dataset}", model="mae_vit_micro_patch8_64", out=tmp_path / "ft",
+                            split="kfold", k=2, folds=[0], epochs=2, batch_size=8, bootstrap=0, augment=False,
+                            val_fraction=0.0)
+    for a, b in zip(again.model.state_dict().values(), result.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # retrained (not skipped), and deterministic
+
+
+def test_api_errors_are_usfmae_errors(tmp_path):
+    from usfmae.errors import ConfigError, DataError
+
+    with pytest.raises(DataError, match="must be uint8"):
+        usfmae.embed(np.zeros((2, 8, 8), np.float32), encoder=api.create_model())
+    with pytest.raises(ConfigError):
+        usfmae.finetune("phantom:x", out=tmp_path, epochs=0)
