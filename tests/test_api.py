@@ -85,3 +85,37 @@ def test_api_errors_are_usfmae_errors(tmp_path):
         usfmae.embed(np.zeros((2, 8, 8), np.float32), encoder=api.create_model())
     with pytest.raises(ConfigError):
         usfmae.finetune("phantom:x", out=tmp_path, epochs=0)
+
+
+def _readme_block(needle: str) -> str:
+    """The indented code block of README.md that contains ``needle``, dedented."""
+    lines = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
+    start = end = next(i for i, line in enumerate(lines) if needle in line)
+    while start > 0 and lines[start - 1].startswith("    "):
+        start -= 1
+    while end + 1 < len(lines) and lines[end + 1].startswith("    "):
+        end += 1
+    return "\n".join(line[4:] for line in lines[start:end + 1])
+
+
+@pytest.mark.slow
+def test_readme_api_example_runs_as_written(phantom_dataset, micro_checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from usfmae.downstream.export import export
+
+    monkeypatch.chdir(tmp_path)
+    export(micro_checkpoint, "export", onnx=False)
+    shutil.copytree(phantom_dataset / "clean", "my_scans")
+    shutil.copytree(phantom_dataset / "clean", "new_scans")
+    for row in pq.read_table(phantom_dataset / "manifest.parquet").to_pylist():
+        target = Path("my_labelled_set") / row["label"]
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(phantom_dataset / row["clean_path"], target)
+    scope: dict = {}
+    snippet = _readme_block('usfmae.load_encoder("export/")')
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    assert scope["features"].shape == (32, 128) and scope["probs"].shape == (32, 2)
+    assert scope["maps"].shape == (32, 64, 64)
