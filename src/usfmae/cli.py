@@ -40,6 +40,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "write encoder features of images to Parquet / NumPy"),
     "export": ("export", "export an encoder as timm-compatible safetensors + model card, and ONNX"),
     "demo": ("demo", "the end-to-end demo on embedded phantom data (what `make demo` runs)"),
+    "presets": ("presets", "list the YAML presets shipped with usfmae (every --config takes their names)"),
 }
 
 

@@ -155,12 +155,13 @@ def _type_problem(tp: Any, value: Any) -> str | None:
 
 
 def build_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Defaults <- YAML preset <- explicit overrides; validation runs in ``cls.__post_init__``."""
+    """Defaults <- YAML preset <- explicit overrides; validation runs in ``cls.__post_init__``.
+
+    ``yaml_path`` is a YAML file or the name of a preset shipped with usfmae (:func:`find_preset`).
+    """
     values: dict[str, Any] = {}
     if yaml_path is not None:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+        path = find_preset(yaml_path)
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
@@ -202,3 +203,47 @@ def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------- presets
+# Presets ship inside the package (usfmae/configs/<kind>/<name>.yaml; the repository's configs/ links
+# there), so `--config tiny_cpu` works after `pip install` wherever the command runs.
+PRESET_ROOT = Path(__file__).resolve().parent / "configs"
+
+
+def list_presets() -> dict[str, Path]:
+    """Shipped presets: ``{"pretrain/tiny_cpu": path, ...}``, sorted by name."""
+    if not PRESET_ROOT.is_dir():
+        return {}
+    return {f"{p.parent.name}/{p.stem}": p for p in sorted(PRESET_ROOT.glob("*/*.yaml"))}
+
+
+def preset_summary(path: Path) -> str:
+    """The first comment line of a preset (what it is for), without the ``#``."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def find_preset(name_or_path: str | Path) -> Path:
+    """A YAML file, or a shipped preset by name: ``tiny_cpu``, ``pretrain/tiny_cpu`` or the repository
+    path ``configs/pretrain/tiny_cpu.yaml`` (found in the package when there is no such file here).
+
+    Raises:
+        ConfigError: neither a file nor a preset; the message lists the presets.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    key = str(name_or_path).replace("\\", "/").removesuffix(".yaml").removesuffix(".yml")
+    key = key.rsplit("configs/", 1)[-1]
+    presets = list_presets()
+    if key in presets:
+        return presets[key]
+    matches = [p for name, p in presets.items() if name.rsplit("/", 1)[-1] == key]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(presets) or "none"
+    reason = "names several presets" if matches else "config file not found"
+    raise ConfigError(f"{name_or_path}: {reason}; presets shipped with usfmae: {known} (list: usfmae presets)")

@@ -8,8 +8,8 @@ recon_<step>.png grids and loss_curve.png. Stopped runs continue with --resume (
 weights as an uninterrupted run). The learning rate is blr * batch-size / 256 unless --lr is given.
 
 Examples:
-  usfmae pretrain --data phantom:2048 --out runs/tiny --config configs/pretrain/tiny_cpu.yaml
-  usfmae pretrain --data corpus/manifest.parquet --out runs/b16 --config configs/pretrain/usfmae_vit_b16.yaml
+  usfmae pretrain --data phantom:2048 --out runs/tiny --config tiny_cpu          # a shipped preset (usfmae presets)
+  usfmae pretrain --data corpus/manifest.parquet --out runs/b16 --config usfmae_vit_b16
   usfmae pretrain --out runs/b16 --resume                     # continue where it stopped
   usfmae pretrain --data shards/ --out runs/cont --init-from USF-MAE_full_pretrain_43dataset_100epochs.pt
   torchrun --nproc_per_node 8 -m usfmae.cli pretrain --data shards/ --out runs/b16 --batch-size 512
@@ -30,7 +30,7 @@ from usfmae.train.pretrain import run as run_pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML preset (e.g. configs/pretrain/usfmae_vit_b16.yaml)")
+    parser.add_argument("--config", type=Path, help="YAML file or shipped preset name (usfmae presets), e.g. tiny_cpu")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from checkpoints/last.pt (its config.yaml is the preset)")
     add_dataclass_arguments(parser, PretrainConfig)
