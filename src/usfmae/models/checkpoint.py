@@ -393,6 +393,16 @@ def check_foreign_decoder(model: VisionTransformerEncoder, state: StateDict, lab
                       "or load the encoder only")
 
 
+def architecture_name(source: str | os.PathLike | dict) -> str:
+    """The architecture a checkpoint holds, as a label: its recorded ``model_name``, else the
+    registered variant its config (recorded or inferred from shapes) equals, else ``vit_<D>x<depth>``."""
+    state, meta = read_checkpoint(source)
+    if meta.get("model_name"):
+        return str(meta["model_name"])
+    cfg = resolve_config(meta["model_cfg"]) if meta.get("model_cfg") else infer_config(state)
+    return find_variant(cfg) or f"vit_{cfg.embed_dim}x{cfg.depth}"
+
+
 def build_from_checkpoint(source: str | os.PathLike | dict, model_name: str | None = None, encoder_only: bool = False,
                           allow_pickle: bool = False, **overrides: Any) -> MaskedAutoencoderViT:
     """Recreate an MAE from a checkpoint and load its weights.

@@ -37,6 +37,7 @@ from usfmae.eval.probes import fit_probe, probe_recipe
 from usfmae.fileio import RejectLog, read_json
 from usfmae.models.adapters import ADAPTERS
 from usfmae.models.baselines import create_baseline
+from usfmae.models.checkpoint import architecture_name
 from usfmae.models.classifier import EncoderClassifier, param_groups_layer_decay
 from usfmae.models.encoder import EncoderInfo, extract_features, load_encoder, model_contract, pick_device
 from usfmae.runtime import configure_threads
@@ -55,9 +56,10 @@ class FinetuneConfig:
 
     data: str = opt("", "labelled data KIND:PATH, KIND in busbra, mmotu, gist514, folder, csv, phantom")
     out: str = opt("finetune_out", "output folder (one results JSON per fold and seed)")
-    model: str = opt("mae_vit_base_patch16", "encoder registry name (for --weights: architecture hint), "
-                     "a baseline: vgg19, resnet50, vit_b16, or a foundation model with its published "
-                     f"--weights: {', '.join(ADAPTERS)}")
+    model: str | None = opt(None, "encoder registry name (for --weights: architecture hint; default: what the "
+                            "weights record, without weights mae_vit_base_patch16), a baseline: vgg19, "
+                            "resnet50, vit_b16, or a foundation model with its published "
+                            f"--weights: {', '.join(ADAPTERS)}")
     weights: str | None = opt(None, "encoder checkpoint (ours, released USF-MAE, facebookresearch MAE); for a "
                               "baseline a local ImageNet weight file; none = random init")
     mode: str = opt("finetune", "finetune (train everything), linear (logistic probe on frozen features), knn",
@@ -97,6 +99,8 @@ class FinetuneConfig:
                             "4x the compute")
 
     def __post_init__(self) -> None:
+        if self.model is None and self.weights is None:
+            self.model = "mae_vit_base_patch16"  # the paper's architecture, from scratch (the control)
         check(bool(self.data), "give --data KIND:PATH (e.g. phantom:demo_out/phantom)")
         check(self.epochs > 0, "epochs must be positive")
         check(self.batch_size > 0, "batch-size must be positive")
@@ -279,7 +283,9 @@ def row_label(cfg: FinetuneConfig, info_source: str | None = None) -> str:
     if cfg.label:
         return cfg.label
     scratch = " (scratch)" if (cfg.weights is None and cfg.model not in BASELINES) else ""
-    return f"{cfg.model}{scratch}{MODE_TITLES[cfg.mode]}"
+    # Without --model the weights name their architecture (a label never claims one they lack).
+    name = cfg.model or architecture_name(cfg.weights)
+    return f"{name}{scratch}{MODE_TITLES[cfg.mode]}"
 
 
 def cell_path(out: Path, dataset: str, label: str, fold: int, seed: int, fraction: float) -> Path:
