@@ -116,9 +116,41 @@ def preload_images(paths: Sequence[str | Path], img_size: int, in_chans: int, nu
     return torch.cat(chunks), np.concatenate(kept)
 
 
+# What usfmae writes beside the frames of an output folder: masks and contact sheets are not frames.
+ARTIFACT_DIRS = ("masks",)
+ARTIFACT_FILES = ("contact_sheet.png",)
+
+
+def manifest_paths(manifest: str | Path) -> list[Path]:
+    """Frame files a usfmae manifest names (rows with ``status`` ok when it has one), in row order.
+
+    Raises:
+        DataError: unreadable, or no ``path`` column.
+    """
+    import pyarrow.parquet as pq
+
+    manifest = Path(manifest)
+    try:
+        table = pq.read_table(manifest)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise DataError(f"{manifest}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
+    if "path" not in table.column_names:
+        raise DataError(f"{manifest}: manifest has no 'path' column")
+    paths = table.column("path").to_pylist()
+    if "status" in table.column_names:
+        paths = [p for p, s in zip(paths, table.column("status").to_pylist(), strict=True) if s == "ok"]
+    return [Path(p) if Path(p).is_absolute() else manifest.parent / p for p in paths if p]
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted for a stable order."""
+    """The frames of ``folder``: what its ``manifest.parquet`` names when usfmae wrote it (phantom,
+    ingest, clean), else its image files (recursive, sorted), without ``masks/`` folders and contact
+    sheets, which usfmae writes beside frames."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if (folder / "manifest.parquet").is_file():
+        return manifest_paths(folder / "manifest.parquet")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                  and p.name not in ARTIFACT_FILES
+                  and not any(part in ARTIFACT_DIRS for part in p.relative_to(folder).parts[:-1]))
 
 

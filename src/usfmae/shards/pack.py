@@ -74,6 +74,8 @@ def list_corpus(corpus: str | os.PathLike, allow_outside: bool = False) -> list[
     manifest's folder is refused unless ``allow_outside``.
     """
     corpus = Path(corpus)
+    if corpus.is_dir() and (corpus / "manifest.parquet").is_file():
+        corpus = corpus / "manifest.parquet"  # a usfmae output folder: its frames, not its masks or sheets
     if corpus.is_dir():
         files = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         stems = Counter(p.relative_to(corpus).with_suffix("").as_posix() for p in files)
