@@ -37,10 +37,10 @@ EXPECTED_MD = """\
 | model | BUS-BRA P | BUS-BRA R | BUS-BRA F1 | MMOTU-2D P | MMOTU-2D R | MMOTU-2D F1 |
 |---|---:|---:|---:|---:|---:|---:|
 | resnet50 | 75.0 ± 7.1 | 75.0 ± 7.1 | 75.0 ± 1.4 | – | – | – |
-| usf-mae | 83.0 ± 1.4 | 83.0 ± 1.4 | 82.0 ± 1.4 | 79.6 | 79.6 | 79.6 |
+| usf-mae | 83.0 ± 1.4 | 83.0 ± 1.4 | 82.0 ± 1.4 | 79.6 ± n/a | 79.6 ± n/a | 79.6 ± n/a |
 
-P / R / F1 in %, macro-averaged over classes; mean ± sample std over folds and seeds where there are \
-several runs. Label fraction: 100%.
+P / R / F1 in %, macro-averaged over classes; mean ± sample std over the runs (folds x seeds; n/a for a \
+single run, where a spread is undefined). Label fraction: 100%.
 """
 
 
@@ -70,21 +70,22 @@ def test_render_known_table_exactly(results_dir: Path) -> None:
     markdown, table_csv = render_table(results)
     assert markdown == EXPECTED_MD
     lines = table_csv.splitlines()
-    assert lines[0].startswith("model,source,busbra_precision_mean,busbra_precision_std,busbra_precision_ci_low,")
+    assert lines[0].startswith("model,source,busbra_precision_mean,busbra_precision_std,busbra_precision_pooled,"
+                               "busbra_precision_ci_low,")
     assert lines[0].endswith(",busbra_runs,mmotu_runs")
-    assert lines[1] == ("resnet50,ours,75.00,7.07,,,75.00,7.07,,,75.00,1.41,,,"
-                        + ",,,," * 3 + "2,")
-    assert lines[2].endswith("79.60,0.00,,,2,1")
+    assert lines[1] == ("resnet50,ours,75.00,7.07,,,,75.00,7.07,,,,75.00,1.41,,,,"
+                        + ",,,,," * 3 + "2,")
+    assert lines[2].endswith("79.60,n/a,,,,2,1")  # one run: the spread is undefined, not 0
 
 
 def test_label_fraction_table_and_paper_rows(results_dir: Path) -> None:
     results = load_results(results_dir)
     markdown, _ = render_table(results, label_fraction=0.1)
-    assert "| resnet50 | 50.0 | 50.0 | 50.0 |" in markdown and "Label fraction: 10%." in markdown
+    assert "| resnet50 | 50.0 ± n/a | 50.0 ± n/a | 50.0 ± n/a |" in markdown and "Label fraction: 10%." in markdown
     markdown, table_csv = render_table(results, with_paper=True)
     assert "GIST514-DB F1 |" in markdown.splitlines()[0]
     assert "| USF-MAE (paper) | 81.3 | 82.0 | 81.6 | 79.6 | 79.6 | 79.6 | 75.1 | 91.3 | 82.4 |" in markdown
-    assert "| usf-mae | 83.0 ± 1.4 | 83.0 ± 1.4 | 82.0 ± 1.4 | 79.6 | 79.6 | 79.6 | – | – | – |" in markdown
+    assert "| usf-mae | 83.0 ± 1.4 | 83.0 ± 1.4 | 82.0 ± 1.4 | 79.6 ± n/a | 79.6 ± n/a | 79.6 ± n/a | – | – | – |" in markdown
     assert "UltraSam's pretraining included the training splits" in markdown
     assert "VGG-19 (paper),paper,60.80,,,," in table_csv
     assert len(load_paper_table()) == 15
@@ -120,7 +121,7 @@ def test_ci_from_pooled_predictions(tmp_path: Path) -> None:
     low, high = bootstrap_cis(y_true, y_pred, None, ["f1_binary"], 200, 1, 2)["f1_binary"]
     row = markdown.splitlines()[2]
     assert row.removesuffix(" |").split(" | ")[3].endswith(f"[{100 * low:.1f}, {100 * high:.1f}]")
-    assert re.fullmatch(r"\| m( \| \d+\.\d ± \d+\.\d \[\d+\.\d, \d+\.\d\]){3} \|", row)
+    assert re.fullmatch(r"\| m( \| \d+\.\d ± \d+\.\d; pooled \d+\.\d \[\d+\.\d, \d+\.\d\]){3} \|", row)
     assert render_table(results, average="binary", ci=True, n_boot=200, seed=1)[0] == markdown
 
 
@@ -150,8 +151,8 @@ def test_report_cli_writes_tables_and_figures(results_dir: Path, tmp_path: Path,
     assert (out / "label_efficiency_busbra.png").stat().st_size > 1000
     assert (out / "label_efficiency.csv").read_text().splitlines() == [
         "dataset,model,label_fraction,f1_macro_mean,f1_macro_std",
-        "busbra,resnet50,0.1,50.00,0.00", "busbra,resnet50,1,75.00,1.41",
-        "busbra,usf-mae,0.1,70.00,0.00", "busbra,usf-mae,1,82.00,1.41"]
+        "busbra,resnet50,0.1,50.00,n/a", "busbra,resnet50,1,75.00,1.41",
+        "busbra,usf-mae,0.1,70.00,n/a", "busbra,usf-mae,1,82.00,1.41"]
     assert [Path(r["file"]).name for r in read_jsonl(out / "rejects.jsonl")] == ["torn.json"]
 
 
@@ -188,7 +189,32 @@ def test_cell_records_from_finetune_and_file_lists(tmp_path: Path) -> None:
     assert results[2]["metrics"]["ci"] == {"f1_macro": [0.1, 0.9]}
     markdown, _ = render_table(results, ci=True, n_boot=50)
     assert markdown.splitlines()[3] == \
-        "| mae_vit_micro_patch8_64 (linear, usfmae-pretrain) | 83.3 | 75.0 | 73.3 [10.0, 90.0] |"
-    assert re.fullmatch(r"\| mae_vit_micro_patch8_64 \(linear, scratch\)( \| [\d.]+ ± 0\.0 \[[\d.]+, [\d.]+\]){3} \|",
+        "| mae_vit_micro_patch8_64 (linear, usfmae-pretrain) | 83.3 ± n/a | 75.0 ± n/a | 73.3 ± n/a [10.0, 90.0] |"
+    assert re.fullmatch(r"\| mae_vit_micro_patch8_64 \(linear, scratch\)( \| [\d.]+ ± 0\.0; pooled [\d.]+ \[[\d.]+, [\d.]+\]){3} \|",
                         markdown.splitlines()[2])
     assert load_results(tmp_path) == results
+
+
+def test_ci_rows_say_which_number_the_interval_belongs_to(tmp_path: Path) -> None:
+    """Fold mean ± std, then the pooled estimate with its own interval (which may exclude the mean)."""
+    # Fold 0: 4 of 4 right; fold 1: 1 of 8 right. Fold-mean accuracy-like F1 differs from the pooled one.
+    folds = [(np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1])),
+             (np.array([0, 0, 0, 0, 1, 1, 1, 1]), np.array([1, 1, 1, 0, 0, 0, 0, 1]))]
+    results = []
+    for fold, (y_true, y_pred) in enumerate(folds):
+        m = classification_metrics(y_true, y_pred, None, ["benign", "malignant"])
+        results.append(make_result(model="m", dataset="busbra", fold=fold, seed=0, metrics=m,
+                                   protocol={"input_size": 64, "pretraining": "x", "label_fraction": 1.0},
+                                   predictions={"id": [str(i) for i in range(len(y_true))], "group": ["g"] * len(y_true),
+                                                "y_true": y_true, "y_pred": y_pred,
+                                                "y_score": np.eye(2)[y_pred]}))
+    markdown, table_csv = render_table(results, ci=True, n_boot=200)
+    pooled_true = np.concatenate([f[0] for f in folds])
+    pooled_pred = np.concatenate([f[1] for f in folds])
+    pooled_f1 = 100 * classification_metrics(pooled_true, pooled_pred, None, ["b", "m"])["f1_macro"]
+    fold_f1 = [100 * classification_metrics(t, p, None, ["b", "m"])["f1_macro"] for t, p in folds]
+    low, high = (100 * v for v in bootstrap_cis(pooled_true, pooled_pred, None, ["f1_macro"], 200, 0, 2)["f1_macro"])
+    cell = f"{np.mean(fold_f1):.1f} ± {np.std(fold_f1, ddof=1):.1f}; pooled {pooled_f1:.1f} [{low:.1f}, {high:.1f}]"
+    assert f"| {cell} |" in markdown
+    assert "the interval is the pooled estimate's, not the mean's" in markdown
+    assert f",{pooled_f1:.2f},{low:.2f},{high:.2f}," in table_csv.splitlines()[1]

@@ -11,7 +11,7 @@ Examples:
   usfmae finetune --data busbra:~/data/BUSBRA --weights usfmae.pt --model mae_vit_base_patch16 \\
       --in-chans 3 --out runs/busbra_usfmae
   usfmae finetune --data folder:my_set --model resnet50 --split kfold --k 5 --seeds 0 1 2
-  usfmae finetune --data phantom:demo_out/phantom --model mae_vit_micro_patch8_64 --mode linear
+  usfmae finetune --data phantom:demo_out/1_task --model mae_vit_micro_patch8_64 --mode linear   # after usfmae demo
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import json
 
 from usfmae.config import add_dataclass_arguments, config_from_args
+from usfmae.eval.report import format_spread
 from usfmae.train.finetune import FinetuneConfig
 
 
@@ -33,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(FinetuneConfig, args)
     summary = finetune.run(cfg)
-    mean, std = summary["summary"].get("mean", {}), summary["summary"].get("std", {})
-    shown = {k: f"{mean[k]:.3f} +- {std[k]:.3f}" for k in ("precision_macro", "recall_macro", "f1_macro", "accuracy")
-             if k in mean}
-    print(json.dumps({"out": cfg.out, "cells": len(summary["cells"]), "skipped": summary["skipped"], **shown}))
+    agg = summary["summary"]
+    mean, std, count = agg.get("mean", {}), agg.get("std", {}), agg.get("count", {})
+    # Mean +- sample std over the cells; one cell has no spread ("n/a", not 0.000).
+    shown = {k: format_spread(mean[k], std.get(k), count.get(k, 1), digits=3)
+             for k in ("precision_macro", "recall_macro", "f1_macro", "accuracy") if k in mean}
+    print(json.dumps({"out": cfg.out, "cells": len(summary["cells"]), "skipped": summary["skipped"], **shown},
+                     ensure_ascii=False))
     return 0

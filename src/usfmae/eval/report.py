@@ -33,7 +33,7 @@ import numpy as np
 
 from usfmae.config import check, opt
 from usfmae.errors import DataError
-from usfmae.eval.metrics import aggregate, bootstrap_cis
+from usfmae.eval.metrics import aggregate, bootstrap_cis, metrics_from_confusion
 from usfmae.fileio import RejectLog, atomic_open, ensure_output_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -191,10 +191,16 @@ def _ordered(values: Sequence[str], first: Sequence[str] = ()) -> list[str]:
 
 def cell_stats(results: Sequence[dict], average: str, ci: bool = False, n_boot: int = 1000,
                seed: int = 0) -> dict[str, dict]:
-    """P/R/F1 of one (model, dataset) cell: ``{metric: {"mean", "std", "runs", "ci"}}`` in %."""
+    """P/R/F1 of one (model, dataset) cell in %: ``{metric: {"mean", "std", "runs", "pooled", "ci"}}``.
+
+    ``mean`` and ``std`` are over runs (folds x seeds; ``std`` None for one run, where a spread is
+    undefined). ``pooled`` is the metric of all held-out predictions together and ``ci`` its 95%
+    bootstrap interval: the interval belongs to ``pooled``, not to ``mean`` (it may exclude the mean).
+    """
     agg = aggregate([r["metrics"] for r in results])
     names = [f"{m}_{average}" for m in METRICS]
     intervals: dict[str, tuple[float, float]] = {}
+    pooled: dict[str, float] = {}
     if ci and all("predictions" in r for r in results):
         # Pool every fold's (and seed's) held-out predictions: with k folds each image is tested
         # once, so this is the interval of the whole data set. With several seeds an image appears
@@ -204,28 +210,44 @@ def cell_stats(results: Sequence[dict], average: str, ci: bool = False, n_boot: 
         n_classes = len(results[0]["metrics"].get("classes", [])) or None
         if average != "binary" or n_classes == 2:
             intervals = bootstrap_cis(y_true, y_pred, None, names, n_boot, seed, n_classes)
+            c = n_classes or int(max(y_true.max(), y_pred.max()) + 1)
+            cm = np.bincount(y_true * c + y_pred, minlength=c * c).reshape(c, c)
+            pooled = {name: float(metrics_from_confusion(cm, name)) for name in names}
     elif ci and len(results) == 1:
         stored = results[0]["metrics"].get("ci", {})
         intervals = {k: tuple(stored[k]) for k in names if k in stored}
+        pooled = {k: results[0]["metrics"][k] for k in intervals if k in results[0]["metrics"]}
     out = {}
     for metric, name in zip(METRICS, names, strict=True):
         if name not in agg["mean"]:
             continue
         low_high = intervals.get(name)
-        out[metric] = {"mean": 100 * agg["mean"][name], "std": 100 * agg["std"][name],
-                       "runs": agg["count"][name],
+        runs = agg["count"][name]
+        out[metric] = {"mean": 100 * agg["mean"][name], "std": 100 * agg["std"][name] if runs > 1 else None,
+                       "runs": runs, "pooled": 100 * pooled[name] if name in pooled else None,
                        "ci": None if low_high is None else (100 * low_high[0], 100 * low_high[1])}
     return out
+
+
+def format_spread(mean: float, std: float | None, runs: int | None, digits: int = 1) -> str:
+    """``mean ± std`` over runs, ``mean ± n/a`` for one run (a spread is undefined), ``mean`` alone
+    for a published value (``runs`` None)."""
+    text = f"{mean:.{digits}f}"
+    if runs is None:
+        return text
+    return text + (f" ± {std:.{digits}f}" if runs > 1 and std is not None else " ± n/a")
 
 
 def _format(stat: dict | None) -> str:
     if stat is None:
         return "–"
-    text = f"{stat['mean']:.1f}"
-    if (stat.get("runs") or 1) > 1:
-        text += f" ± {stat['std']:.1f}"
+    text = format_spread(stat["mean"], stat.get("std"), stat.get("runs"))
     if stat.get("ci") is not None:
-        text += f" [{stat['ci'][0]:.1f}, {stat['ci'][1]:.1f}]"
+        low, high = stat["ci"]
+        if (stat.get("runs") or 1) > 1 and stat.get("pooled") is not None:
+            text += f"; pooled {stat['pooled']:.1f} [{low:.1f}, {high:.1f}]"
+        else:  # one run: its estimate is the pooled one
+            text += f" [{low:.1f}, {high:.1f}]"
     return text
 
 
@@ -280,8 +302,10 @@ def _markdown(table: dict) -> str:
         lines.append("| " + " | ".join([row["model"], *cells]) + " |")
     notes = [f"P / R / F1 in %, {table['average']}-averaged over classes"
              + ("" if table["average"] != "binary" else " (positive class: index 1)")
-             + "; mean ± sample std over folds and seeds where there are several runs"
-             + ("; [low, high]: 95% bootstrap interval of the pooled held-out predictions" if table["ci"] else "")
+             + "; mean ± sample std over the runs (folds x seeds; n/a for a single run, where a spread is "
+               "undefined)"
+             + ("; pooled X [low, high]: the metric of all held-out predictions together and its 95% bootstrap "
+                "interval (the interval is the pooled estimate's, not the mean's)" if table["ci"] else "")
              + f". Label fraction: {100 * table['label_fraction']:g}%."]
     if table["with_paper"]:
         notes.append(PAPER_NOTE)
@@ -295,7 +319,7 @@ def _number(value: float | None) -> str:
 def _csv(table: dict) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    fields = ["mean", "std", "ci_low", "ci_high"]
+    fields = ["mean", "std", "pooled", "ci_low", "ci_high"]
     writer.writerow(["model", "source"] + [f"{d}_{m}_{f}" for d in table["datasets"] for m in METRICS
                                            for f in fields] + [f"{d}_runs" for d in table["datasets"]])
     for row in table["rows"]:
@@ -306,7 +330,9 @@ def _csv(table: dict) -> str:
             for m in METRICS:
                 stat = cell.get(m) or {}
                 low, high = stat.get("ci") or (None, None)
-                values += [_number(stat.get("mean")), _number(stat.get("std")), _number(low), _number(high)]
+                single = stat.get("runs") == 1  # a spread of one run is undefined, not zero
+                values += [_number(stat.get("mean")), "n/a" if single else _number(stat.get("std")),
+                           _number(stat.get("pooled")), _number(low), _number(high)]
             runs.append(max((s["runs"] or 0 for s in cell.values()), default=0) or "")
         writer.writerow(values + runs)
     return buffer.getvalue()
@@ -334,9 +360,10 @@ def render_table(results: Sequence[dict], average: str = "macro", with_paper: bo
 
 
 def label_efficiency(results: Sequence[dict], average: str = "macro",
-                     metric: str = "f1") -> dict[str, dict[str, list[tuple[float, float, float]]]]:
-    """``{dataset: {model: [(fraction, mean %, std %), ...]}}`` for datasets with several fractions."""
-    curves: dict[str, dict[str, list[tuple[float, float, float]]]] = {}
+                     metric: str = "f1") -> dict[str, dict[str, list[tuple[float, float, float | None]]]]:
+    """``{dataset: {model: [(fraction, mean %, std % or None for one run), ...]}}`` for datasets with
+    several fractions."""
+    curves: dict[str, dict[str, list[tuple[float, float, float | None]]]] = {}
     for ds in _ordered([r["dataset"] for r in results], list(DATASET_TITLES)):
         subset = [r for r in results if r["dataset"] == ds]
         if len({_fraction(r) for r in subset}) < 2:
@@ -395,10 +422,11 @@ def write_report(results_dir: str | Path, cfg: ReportConfig) -> dict[str, list[P
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["dataset", "model", "label_fraction", f"f1_{cfg.average}_mean", f"f1_{cfg.average}_std"])
         for ds, by_model in curves.items():
-            writer.writerows([ds, m, f"{f:g}", f"{mu:.2f}", f"{sd:.2f}"] for m, pts in by_model.items()
-                             for f, mu, sd in pts)
+            writer.writerows([ds, m, f"{f:g}", f"{mu:.2f}", "n/a" if sd is None else f"{sd:.2f}"]
+                             for m, pts in by_model.items() for f, mu, sd in pts)
+            bars = {m: [(f, mu, sd or 0.0) for f, mu, sd in pts] for m, pts in by_model.items()}  # one run: no bar
             written["label_efficiency"].append(plot_label_efficiency(
-                by_model, out / f"label_efficiency_{ds}.png", ylabel=f"F1 {cfg.average} (%)",
+                bars, out / f"label_efficiency_{ds}.png", ylabel=f"F1 {cfg.average} (%)",
                 title=DATASET_TITLES.get(ds, ds)))
         with atomic_open(out / "label_efficiency.csv", "w", encoding="utf-8") as handle:
             handle.write(buffer.getvalue())
