@@ -9,7 +9,7 @@ overrides it); shards packed at that size, channels and fit give the same featur
 .npy output is an (N, D) float32 array with the paths in a sibling `.paths.txt`.
 
 Examples:
-  usfmae embed --weights runs/pretrain/checkpoints/final.pt demo_out/phantom/images --out feats.parquet
+  usfmae embed --weights demo_out/4_pretrain/checkpoints/final.pt demo_out/1_task/images --out feats.parquet
   usfmae embed --weights usfmae.pt --model mae_vit_base_patch16 --in-chans 3 manifest.parquet --out f.npy
 """
 

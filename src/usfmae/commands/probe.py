@@ -6,7 +6,7 @@ part and scored on the test part. Writes OUT/results/*.json (one per cell), OUT/
 OUT/curve.json (mean/std macro-F1 and accuracy per method and fraction).
 
 Examples:
-  usfmae probe --weights runs/pretrain/checkpoints/final.pt --data phantom:demo_out/phantom
+  usfmae probe --weights demo_out/4_pretrain/checkpoints/final.pt --data phantom:demo_out/1_task
   usfmae probe --weights usfmae.pt --model mae_vit_base_patch16 --data busbra:~/data/BUSBRA \\
       --fractions 0.01 0.1 1 --seeds 0 1 2 --knn-k 20
 """
