@@ -32,6 +32,7 @@ from usfmae.models import registry
 from usfmae.models.encoder import EncoderInfo, data_contract, extract_features, pick_device
 from usfmae.models.encoder import load_encoder as _load_encoder
 from usfmae.train import finetune as _finetune
+from usfmae.train.watch import EpochLog
 
 __all__ = ["create_model", "list_models", "load_encoder", "embed", "finetune", "predict", "explain",
            "FinetuneResult", "Embeddings"]
@@ -148,7 +149,8 @@ class FinetuneResult:
 
 
 def finetune(data: str, weights: str | Path | None = None, *, model: str | None = None,
-             out: str | Path = "finetune_out", on_epoch_end: Any = None, **settings: Any) -> FinetuneResult:
+             out: str | Path = "finetune_out", on_epoch_end: Any = None, tensorboard: bool = False,
+             **settings: Any) -> FinetuneResult:
     """Fine-tune an encoder (or a CNN baseline) on a labelled dataset: ``usfmae finetune`` as a function.
 
     Args:
@@ -157,7 +159,9 @@ def finetune(data: str, weights: str | Path | None = None, *, model: str | None 
         weights: encoder weights (see :func:`load_encoder`); None trains ``model`` from scratch.
         model: registry or baseline name; default: the architecture the weights record.
         out: results folder (one JSON per fold and seed, ``config.yaml``, rejects).
-        on_epoch_end: ``f(epoch, record)`` after every epoch (record: train_loss, val_f1, lr, fold, seed).
+        on_epoch_end: ``f(epoch, record)`` after every epoch (record: train_loss, val_f1, lr, fold, seed);
+            every epoch is also logged to ``out/log.jsonl`` and drawn in ``out/learning_curves.png``.
+        tensorboard: also write TensorBoard event files to ``out/tensorboard``.
         **settings: any :class:`usfmae.train.finetune.FinetuneConfig` field (``epochs``, ``lr``,
             ``split``, ``k``, ``folds``, ``seeds``, ``mode``, ``img_size``, ...).
 
@@ -169,7 +173,11 @@ def finetune(data: str, weights: str | Path | None = None, *, model: str | None 
     if model is not None:
         values["model"] = model
     cfg = build_config(_finetune.FinetuneConfig, None, values)
-    done = _finetune.run(cfg, on_epoch_end=on_epoch_end, keep_models=True)
+    watch = EpochLog(cfg.out, tensorboard=tensorboard, then=on_epoch_end)
+    try:
+        done = _finetune.run(cfg, on_epoch_end=watch, keep_models=True)
+    finally:
+        watch.close()
     models = {key: m.eval() for key, (m, _) in done["models"].items()}
     if not models:
         raise UsfmaeError(f"{data}: no fold was trained")

@@ -5,7 +5,9 @@ Each (fold, seed) cell writes OUT/<dataset>__<label>__frac<F>__fold<K>__seed<S>.
 weighted, accuracy, AUROC, confusion matrix), bootstrap 95 percent confidence intervals and the
 protocol (input size, pretraining source and mask ratio, label fraction, recipe); re-running
 skips finished cells. Early stopping uses an inner validation split of each training fold,
-grouped by patient.
+grouped by patient. Every epoch prints one line (train loss, validation macro-F1, lr) and is logged
+to OUT/log.jsonl, drawn at the end as OUT/learning_curves.png; --tensorboard also writes
+OUT/tensorboard (tensorboard --logdir OUT/tensorboard).
 
 Examples:
   usfmae finetune --data busbra:~/data/BUSBRA --weights usfmae.pt --model mae_vit_base_patch16 \\
@@ -22,10 +24,13 @@ import json
 from usfmae.config import add_dataclass_arguments, config_from_args
 from usfmae.eval.report import format_spread
 from usfmae.train.finetune import FinetuneConfig
+from usfmae.train.watch import EpochLog
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML preset with any of the settings below")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files to OUT/tensorboard (needs tensorboard)")
     add_dataclass_arguments(parser, FinetuneConfig)
 
 
@@ -33,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from usfmae.train import finetune
 
     cfg = config_from_args(FinetuneConfig, args)
-    summary = finetune.run(cfg)
+    watch = EpochLog(cfg.out, tensorboard=args.tensorboard)  # a line per epoch, OUT/log.jsonl
+    try:
+        summary = finetune.run(cfg, on_epoch_end=watch)
+    finally:
+        watch.close()  # OUT/learning_curves.png
     agg = summary["summary"]
     mean, std, count = agg.get("mean", {}), agg.get("std", {}), agg.get("count", {})
     # Mean +- sample std over the cells; one cell has no spread ("n/a", not 0.000).
