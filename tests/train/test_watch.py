@@ -60,3 +60,17 @@ def test_curves_keep_the_last_run_of_an_epoch(tmp_path):
     watch(0, _record(0, loss=1.0))  # the cell ran again
     watch.close()
     assert plot_learning_curves(tmp_path / "log.jsonl", tmp_path / "c.png").is_file()
+
+
+def test_pretrain_tensorboard_mirrors_log_jsonl(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from usfmae.train.pretrain import PretrainConfig, run
+
+    run(PretrainConfig(data="phantom:8", out=str(tmp_path / "pt"), steps=2, batch_size=4, log_every=1,
+                       ckpt_every=2, num_workers=0, recon_images=0, progress=False, device="cpu", tensorboard=True))
+    logged = [r["loss"] for r in read_jsonl(tmp_path / "pt" / "log.jsonl")]
+    events = EventAccumulator(str(tmp_path / "pt" / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("pretrain/loss")] == [1, 2]
+    assert [e.value for e in events.Scalars("pretrain/loss")] == pytest.approx(logged, rel=1e-6)

@@ -2,7 +2,8 @@
 
 --data is an image folder (searched recursively), a .parquet manifest (column `path`, optional
 `status` = ok), a shard folder from `usfmae pack`, or phantom:N[:SEED] to generate N phantom images
-on the fly. A preset (--config) sets any subset of the flags below; flags given win. The run folder
+on the fly. A preset (--config FILE or a shipped name, see usfmae presets) sets any subset of the flags
+below; flags given win; --tensorboard also writes OUT/tensorboard. The run folder
 gets config.yaml, log.jsonl, checkpoints/last.pt (every --ckpt-every steps) and final.pt,
 recon_<step>.png grids and loss_curve.png. Stopped runs continue with --resume (same losses and
 weights as an uninterrupted run). The learning rate is blr * batch-size / 256 unless --lr is given.

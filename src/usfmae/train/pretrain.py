@@ -54,6 +54,7 @@ from usfmae.runtime import configure_threads
 from usfmae.train import engine
 from usfmae.train.distributed import DistInfo, barrier, cleanup, init_from_env
 from usfmae.train.schedule import effective_lr, lr_at, param_groups, warmup_steps_for
+from usfmae.train.watch import tensorboard_writer
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "usfmae-pretrain/1"
@@ -103,6 +104,7 @@ class PretrainConfig:
     recipe: Literal["paper", "fast"] = opt("paper", "data pipeline: paper (per-image CPU) or fast (shards + GPU)")
     device: str | None = opt(None, "cpu or cuda (default: cuda when available)")
     progress: bool = opt(True, "show a progress bar")
+    tensorboard: bool = opt(False, "also write loss, lr and images/s to OUT/tensorboard (needs tensorboard)")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "accum_steps", "ckpt_every", "log_every"):
@@ -406,6 +408,7 @@ def train(s: PretrainSetup) -> dict[str, Any]:
     bar = tqdm(total=end, initial=s.step, disable=not (dist.is_main and cfg.progress), unit="step",
                dynamic_ncols=True)
     meter = engine.LossMeter(dist.device)
+    board = tensorboard_writer(out) if cfg.tensorboard and dist.is_main else None
     clock = {"t": time.perf_counter(), "step": s.step, "loss": None, "start": time.perf_counter(),
              "start_step": s.step}
 
@@ -443,6 +446,9 @@ def train(s: PretrainSetup) -> dict[str, Any]:
             record = {"step": done, "epoch": step // pipeline.steps_per_epoch, "loss": loss, "lr": s.lr(step),
                       "images_per_s": round(ips, 2)}
             append_jsonl(log_path, record)
+            if board is not None:
+                for key in ("loss", "lr", "images_per_s"):
+                    board.add_scalar(f"pretrain/{key}", record[key], done)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.0f}")
         if at_ckpt:
             save(done)
@@ -455,6 +461,8 @@ def train(s: PretrainSetup) -> dict[str, Any]:
         raise engine.NonFiniteLossError(f"{exc}; stopped, {where}") from exc
     finally:
         bar.close()
+        if board is not None:
+            board.close()
     if dist.is_main:
         if s.step == total:
             with atomic_path(ckpt_dir / "final.pt") as tmp:

@@ -18,6 +18,19 @@ from usfmae.fileio import append_jsonl, atomic_path, read_jsonl
 log = logging.getLogger(__name__)
 
 
+def tensorboard_writer(out_dir: str | Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``out_dir/tensorboard``.
+
+    Raises:
+        ConfigError: the tensorboard package is not installed (one line, with the fix).
+    """
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ConfigError("--tensorboard needs the tensorboard package (pip install tensorboard)") from exc
+    return SummaryWriter(str(Path(out_dir) / "tensorboard"))
+
+
 class EpochLog:
     """Log every epoch: one ``usfmae:`` line, a ``log.jsonl`` record, TensorBoard scalars if asked.
 
@@ -32,13 +45,7 @@ class EpochLog:
         self.out = Path(out_dir)
         self.path = self.out / "log.jsonl"
         self.then = then
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise ConfigError("--tensorboard needs the tensorboard package (pip install tensorboard)") from exc
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        self.writer = tensorboard_writer(self.out) if tensorboard else None
 
     def __call__(self, epoch: int, record: dict[str, Any]) -> None:
         cell = f"fold {record.get('fold', 0)} seed {record.get('seed', 0)}"
