@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     summary = export(args.weights, args.out, model_name=args.model, pool=args.pool, onnx=not args.no_onnx,
                      opset=args.opset, tolerance=args.tolerance, overrides=overrides, format=args.format,
                      license=args.license, audit=args.audit)
-    print(f"wrote {summary['safetensors']}, {summary['config']} and {args.out}/README.md "
+    print(f"wrote {summary['safetensors']}, {summary.get('hub_config', summary['config'])} and {args.out}/README.md "
           f"(licence: {summary['license']})")
     if "onnx" in summary:
         print(f"wrote {summary['onnx']} (opset {summary['opset']}); onnxruntime vs PyTorch max abs diff "
