@@ -163,6 +163,10 @@ def hub_config(model: nn.Module, contract: Any) -> dict[str, Any]:
     usfmae contract, fit policy included, is kept whole under ``"usfmae"``.
     """
     cfg = checkpoint.timm_config(model)
+    eps = getattr(getattr(model, "cfg", None), "norm_eps", 1e-6)
+    if eps != 1e-6:  # e.g. weights imported from Hugging Face (1e-12): timm's ViT always uses 1e-6
+        log.warning("LayerNorm epsilon %g: timm's VisionTransformer uses 1e-6, so its features will differ "
+                    "slightly; --format hf keeps it exact", eps)
     pretrained = {k: v for k, v in contract.timm_cfg().items() if not k.startswith("usfmae")}
     pretrained.update(first_conv="patch_embed.proj", classifier="head", fixed_input_size=True, num_classes=0)
     return {"architecture": cfg["architecture"], "num_classes": 0, "num_features": cfg["num_features"],
