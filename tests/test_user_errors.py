@@ -101,6 +101,8 @@ CASES = [
     ("segment", "--data folder:{images} --out {devnull}"),
     ("predict", "{missing} {images} --out {out}/pr1"),
     ("predict", "{empty_dir} {images} --out {out}/pr2"),
+    # usage errors
+    ("presets", "--no-such-flag"),
 ]
 
 

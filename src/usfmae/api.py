@@ -22,14 +22,13 @@ import torch
 from torch import nn
 
 from usfmae.config import build_config
-from usfmae.contract import DataContract, normalise, prepare, resolve_contract
+from usfmae.contract import DataContract, normalise, prepare
 from usfmae.data.images import preload_images
-from usfmae.downstream.embed import extract_features_from_files
-from usfmae.downstream.export import embed_inputs
+from usfmae.downstream.embed import embed_inputs, extract_features_from_files
 from usfmae.errors import DataError, UsfmaeError
 from usfmae.eval import explain as _explain
 from usfmae.models import registry
-from usfmae.models.encoder import EncoderInfo, data_contract, extract_features, pick_device
+from usfmae.models.encoder import EncoderInfo, extract_features, model_contract, pick_device
 from usfmae.models.encoder import load_encoder as _load_encoder
 from usfmae.train import finetune as _finetune
 from usfmae.train.watch import EpochLog
@@ -81,10 +80,8 @@ class Embeddings(NamedTuple):
 
 def _contract(model: nn.Module, info: EncoderInfo | None) -> DataContract:
     if info is not None:
-        return DataContract(info.img_size, info.in_chans, tuple(info.mean), tuple(info.std))
-    encoder = getattr(model, "encoder", model)
-    size, chans, mean, std = data_contract(encoder)
-    return resolve_contract(DataContract(size, chans, mean, std))
+        return info.contract
+    return model_contract(getattr(model, "encoder", model))
 
 
 def _array_batch(images: np.ndarray | torch.Tensor, contract: DataContract) -> torch.Tensor:
@@ -132,8 +129,8 @@ def embed(images: Images, weights: str | Path | None = None, *, model: str | Non
         feats = extract_features(encoder, batch, contract.mean, contract.std, pool, batch_size, device, progress)
         return Embeddings(feats, [])
     paths = _paths(images)
-    feats, kept = extract_features_from_files(encoder, paths, contract.img_size, contract.in_chans, contract.mean,
-                                              contract.std, pool, batch_size, device, num_workers, None, progress)
+    feats, kept = extract_features_from_files(encoder, paths, contract, pool, batch_size, device, num_workers,
+                                              None, progress)
     return Embeddings(feats, [str(paths[i]) for i in kept])
 
 
@@ -204,7 +201,7 @@ def predict(model: nn.Module, images: Images, *, info: EncoderInfo | None = None
         batch, paths = _array_batch(images, contract), []
     else:
         files = _paths(images)
-        batch, kept = preload_images(files, contract.img_size, contract.in_chans)
+        batch, kept = preload_images(files, contract.img_size, contract.in_chans, fit=contract.fit)
         paths = [str(files[i]) for i in kept]
     dev = pick_device(device)
     was_training = model.training
@@ -232,7 +229,7 @@ def explain(model: nn.Module, images: Images, *, method: str = "rollout", info: 
     if isinstance(images, (np.ndarray, torch.Tensor)):
         batch = _array_batch(images, contract)
     else:
-        batch, _ = preload_images(_paths(images), contract.img_size, contract.in_chans)
+        batch, _ = preload_images(_paths(images), contract.img_size, contract.in_chans, fit=contract.fit)
     dev = pick_device(device)
     x = normalise(batch.to(dev), contract)
     return _explain.explain(model.to(dev), x, method=method, target=target).cpu().numpy()

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from usfmae.data.images import list_images
-from usfmae.downstream.export import embed_inputs
+from usfmae.downstream.embed import embed_inputs
 from usfmae.shards.pack import list_corpus
 
 
