@@ -215,7 +215,7 @@ def list_presets() -> dict[str, Path]:
     """Shipped presets: ``{"pretrain/tiny_cpu": path, ...}``, sorted by name."""
     if not PRESET_ROOT.is_dir():
         return {}
-    return {f"{p.parent.name}/{p.stem}": p for p in sorted(PRESET_ROOT.glob("*/*.yaml"))}
+    return dict(sorted((f"{p.parent.name}/{p.stem}", p) for p in PRESET_ROOT.glob("*/*.yaml")))
 
 
 def preset_summary(path: Path) -> str:

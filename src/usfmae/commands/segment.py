@@ -10,7 +10,7 @@ Examples:
   usfmae segment --data busbra:~/data/BUSBRA --weights usfmae.pt --model mae_vit_base_patch16 \\
       --in-chans 3 --head pyramid --out runs/busbra_seg
   usfmae segment --data mmotu:~/data/OTU_2d --model unet_resnet50 --out runs/mmotu_unet
-  usfmae segment --data phantom:demo_out/phantom --model mae_vit_micro_patch8_64 --head linear --freeze
+  usfmae segment --data phantom:demo_out/1_task --model mae_vit_micro_patch8_64 --head linear --freeze
 """
 
 from __future__ import annotations
