@@ -127,7 +127,9 @@ def time_file(root: Path, rel: str, out: Path, n_source: int, repeats: int, thre
         with av.open(str(root / rel)) as container:
             plan = video_reader.plan_video(container, container.streams.video[0], 3.0) if selective else None
         result["decode_mode"] = plan.mode if plan else "all"
-    best, cpu, record = _best_of(repeats, lambda: process_file(str(root), rel, str(out), cfg))
+    runs = iter(range(repeats))
+    # a fresh output folder per repeat: ingest writes new frame files, it never overwrites them
+    best, cpu, record = _best_of(repeats, lambda: process_file(str(root), rel, str(out / str(next(runs))), cfg))
     rows = record["rows"]
     result.update(_rates(n_source, len(rows), best, cpu))
     result.update(frames_sampled=len(rows), frames_written=sum(r["status"] == "ok" for r in rows),

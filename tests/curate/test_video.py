@@ -11,6 +11,7 @@ import pytest
 from test_readers import write_video
 
 from usfmae.curate.readers import ReadError, normalize_channels, read_frames
+from usfmae.curate import video
 from usfmae.curate.video import plan_video, read_video, video_frame_pixels
 
 
@@ -123,6 +124,16 @@ def test_selective_decoding_equals_full_decoding(tmp_path, name, codec, pix_fmt,
     assert [f.index for f in fast] == list(range(0, 90, 10))
     assert [frame_number(f.pixels) for f in fast] == [f.index % 40 for f in fast]
     assert fast[0].pixels.ndim == 3 or not colour
+
+
+@pytest.mark.parametrize("one_pass_bytes", [0, 1 << 30])
+def test_one_read_of_the_file_or_two_give_the_same_frames(tmp_path, monkeypatch, one_pass_bytes):
+    path = write_coded_video(tmp_path / "clip.mp4")
+    expected = list(read_video(path, "g", selective=False))
+    monkeypatch.setattr(video, "VIDEO_ONE_PASS_BYTES", one_pass_bytes)
+    with av.open(str(path)) as container:
+        assert (plan_video(container, container.streams.video[0], 3.0).packets is None) == (one_pass_bytes == 0)
+    assert _same_frames(list(read_video(path, "g")), expected)
 
 
 def test_bframe_avi_is_decoded_in_full(tmp_path):

@@ -54,6 +54,7 @@ from usfmae.curate.hashing import (
     phash_to_int64,
     pixel_hash,
 )
+from usfmae.curate.png import write_png
 from usfmae.curate.readers import SCALES, detect_kind, read_frames
 from usfmae.errors import DataError
 from usfmae.fileio import (
@@ -138,8 +139,9 @@ def _frame_id(rel: Path, index: int) -> str:
 
 def distinct_levels(pixels: np.ndarray) -> int:
     """Number of distinct values of the most varied channel of a uint8 (H,W) or (H,W,3) frame."""
-    channels = [pixels] if pixels.ndim == 2 else [pixels[..., c] for c in range(pixels.shape[2])]
-    return max(int(np.count_nonzero(np.bincount(c.ravel(), minlength=256))) for c in channels)
+    # cv2.calcHist: 4x faster than np.bincount on a 640x480 frame (this runs on every frame)
+    channels = range(1 if pixels.ndim == 2 else pixels.shape[2])
+    return max(int(np.count_nonzero(cv2.calcHist([pixels], [c], None, [256], [0, 256]))) for c in channels)
 
 
 def source_of(rel: Path, root: Path) -> str:
@@ -238,25 +240,14 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
     return record
 
 
-# The "up" row filter with run-length zlib encodes speckle ~2.5x faster than libpng's default
-# (adaptive filters + full deflate) for files of about the same size: PNG writing dominates ingest.
-_PNG_FLAGS = [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-
-
 class FrameWriteError(DataError):
     """A frame PNG could not be written (disk full, permissions): fatal for the run."""
 
 
 def _write_png(path: Path, pixels, level: int) -> None:
-    image = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    # PNG writing dominates ingest: "up" filter + ISA-L deflate, half libpng's time (curate.png)
     try:
-        # Encoded in memory and written by Python: OpenCV's own file functions take the name as
-        # UTF-8 and crash on a folder name that is not.
-        ok, data = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, level, *_PNG_FLAGS])
-        if not ok:
-            raise OSError("OpenCV could not encode the frame")
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(data.tobytes())
+        write_png(path, pixels, level)
     except OSError as exc:
         raise FrameWriteError(f"{path}: cannot write frame ({exc})") from exc
 

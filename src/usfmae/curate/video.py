@@ -30,6 +30,9 @@ from usfmae.curate.frames import Frame, ReadError, TimeSampler, normalize_channe
 VIDEO_DECODER_THREADS = 1
 # Plan the decoding from packet timestamps (see ``read_video``); False decodes every frame (A/B checks).
 VIDEO_SELECTIVE_DECODE = True
+# Files up to this size are read once: the planning pass keeps the packets (the compressed stream)
+# and the decoder takes them from memory. Larger files are demuxed a second time instead.
+VIDEO_ONE_PASS_BYTES = 64 << 20
 # Decoders whose "skip non-reference frames" (AVDISCARD_NONREF) drops only frames no other frame
 # predicts from. MPEG-4 part 2 is left out: packed B-frames in AVI put two frames in one packet.
 _NONREF_SKIP_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video"})
@@ -59,6 +62,8 @@ class VideoPlan:
         n_frames: frames in the stream.
         n_packets: non-empty packets demuxed (frames FFmpeg discards included), to compare with
             the container's frame count (fewer: the file is truncated).
+        packets: every packet of the stream in decode order, kept by the planning pass for the
+            decoding pass (None: demux again).
     """
 
     mode: str
@@ -66,16 +71,19 @@ class VideoPlan:
     first_pts: int
     n_frames: int
     n_packets: int = 0
+    packets: list | None = None
 
 
-def _packet_times(container, stream) -> tuple[list[int] | None, bool, int]:
+def _packet_times(container, stream, kept: list | None) -> tuple[list[int] | None, bool, int]:
     """Presentation timestamps of all packets (None if one lacks it), whether all are keyframes, and
-    the number of non-empty packets."""
+    the number of non-empty packets; every packet is appended to ``kept`` unless it is None."""
     import av
 
     pts, all_key, count = [], True, 0
     try:
         for packet in container.demux(stream):
+            if kept is not None:
+                kept.append(packet)
             if not packet.size:  # end-of-stream marker
                 continue
             count += 1
@@ -96,15 +104,20 @@ def plan_video(container, stream, fps: float) -> VideoPlan | None:
     The selection is exactly the one of decoding every frame: frame i is the i-th presentation
     timestamp. Returns None (the caller decodes everything) when timestamps are missing or repeated,
     or may not be presentation times (inter-coded video in AVI and other decode-order containers).
-    Leaves the container at its start.
+    Leaves the container at its start (or, for files up to ``VIDEO_ONE_PASS_BYTES``, at its end
+    with the packets in ``VideoPlan.packets``: one read of the file).
     """
     codec = stream.codec_context.codec
     trusted = bool(_PTS_CONTAINERS.intersection(container.format.name.split(",")))
     if not (trusted or codec.intra_only):
         return None
-    pts, all_key, count = _packet_times(container, stream)
-    container.seek(0, stream=stream)  # back to the start for the decoding pass
-    if not pts or len(set(pts)) != len(pts):
+    size = getattr(container, "size", 0) or 0
+    kept: list | None = [] if 0 < size <= VIDEO_ONE_PASS_BYTES else None
+    pts, all_key, count = _packet_times(container, stream, kept)
+    usable = bool(pts) and len(set(pts)) == len(pts)
+    if kept is None or not usable:
+        container.seek(0, stream=stream)  # back to the start for the decoding pass
+    if not usable:
         return None
     pts.sort()
     rate = float(stream.average_rate or stream.guessed_rate or 30)
@@ -114,7 +127,7 @@ def plan_video(container, stream, fps: float) -> VideoPlan | None:
         mode = "intra"
     else:
         mode = "nonref" if codec.name in _NONREF_SKIP_CODECS else "all"
-    return VideoPlan(mode, picks, pts[0], len(pts), count)
+    return VideoPlan(mode, picks, pts[0], len(pts), count, kept)
 
 
 def _luma_lut(frame) -> np.ndarray | None:
@@ -266,7 +279,7 @@ def _decode_planned(container, stream, plan: VideoPlan) -> Iterator[tuple[int, f
 
     def packets() -> Iterator:
         ctx, skip = stream.codec_context, "DEFAULT"
-        for packet in container.demux(stream):
+        for packet in plan.packets if plan.packets is not None else container.demux(stream):
             wanted = packet.pts in plan.picks or not packet.size  # (an empty packet flushes)
             if plan.mode == "intra" and not wanted:
                 continue  # never sent to the decoder
