@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_readers import write_video
 
-from usfmae.curate.readers import ReadError, normalize_channels, read_frames
 from usfmae.curate import video
+from usfmae.curate.readers import ReadError, normalize_channels, read_frames
 from usfmae.curate.video import plan_video, read_video, video_frame_pixels
 
 
