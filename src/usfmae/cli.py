@@ -26,6 +26,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "phantom": ("phantom", "generate synthetic B-mode ultrasound images with burned-in overlays and ground truth"),
     "sources": ("sources", "list the OpenUS-46 pretraining sources and downstream sets, or check which are present"),
     "ingest": ("ingest", "images, videos (3 fps), DICOM cine and volumes -> frames + Parquet manifest"),
+    "merge": ("merge", "combine the output folders of `ingest --shard I/N` runs into one corpus (checks completeness)"),
     "clean": ("clean", "remove burned-in annotations (text, calipers, colour marks) and resize to 224x224"),
     "pack": ("pack", "pack cleaned frames into memory-mapped uint8 shards for fast pretraining"),
     "audit": ("audit", "find exact and near-duplicate overlap between a pretraining corpus and evaluation sets"),

@@ -56,6 +56,7 @@ from usfmae.curate.hashing import (
 )
 from usfmae.curate.png import write_png
 from usfmae.curate.readers import SCALES, detect_kind, read_frames
+from usfmae.curate.shard import in_shard, parse_shard
 from usfmae.errors import DataError
 from usfmae.fileio import (
     RejectLog,
@@ -109,6 +110,8 @@ class IngestConfig:
                               "other DICOMs (CT, MR, dose grids) are rejected with the reason")
     max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse frames with more pixels, checked from the file header "
                                               "before decoding (volumes: 16x this in voxels)")
+    shard: str | None = opt(None, "ingest only part I of N of the files (I/N, 0-based; e.g. a SLURM array "
+                                  "task), then combine all N output folders with `usfmae merge`")
 
     def __post_init__(self) -> None:
         check(self.fps >= 0, "fps must be >= 0 (0 keeps every frame)")
@@ -116,6 +119,7 @@ class IngestConfig:
         check(self.workers >= 0, "workers must be >= 0")
         check(0 <= self.png_compression <= 9, "png-compression must be 0..9")
         check(1 <= self.min_levels <= 256, "min-levels must be 1..256")
+        parse_shard(self.shard)
         check(self.max_pixels >= 1, "max-pixels must be >= 1")
         check(all(m.isalnum() for m in self.modalities()) or self.modality.strip().lower() == "any",
               f"modality must be DICOM modality codes separated by commas (or any), got {self.modality!r}")
@@ -342,7 +346,8 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     save_config(cfg, out / "ingest_config.yaml")
     progress_path = out / ".ingest" / "progress.jsonl"
     done = _load_progress(progress_path)
-    files = list_files(root, skip=out.resolve())
+    shard = parse_shard(cfg.shard)
+    files = [rel for rel in list_files(root, skip=out.resolve()) if in_shard(rel, shard)]
     recipe = cfg.recipe()
 
     def finished(rel: str) -> bool:
