@@ -24,6 +24,7 @@ process (the usual way on clusters).
 from __future__ import annotations
 
 import os
+import sys
 
 _TORCH_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # read when torch starts
 _CV_VARS = ("OPENCV_FOR_THREADS_NUM",)  # read when OpenCV starts
@@ -106,10 +107,11 @@ def configure_threads(threads: int | None, workers: int) -> int:
         cv_count = torch_count = int(chosen)
     for names, count in ((_TORCH_VARS, torch_count), (_CV_VARS, cv_count)):
         for var in names:
-            os.environ[var] = str(count)  # inherited by processes spawned from here on
-    import cv2
-    import torch
-
-    torch.set_num_threads(torch_count)
-    cv2.setNumThreads(cv_count)
+            os.environ[var] = str(count)  # read by torch / OpenCV when imported later, here or in children
+    # only libraries already loaded are told directly: a verb that never needs torch (ingest, pack)
+    # must not pay for importing it (seconds and ~300 MB) just to size a pool it will not use
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(torch_count)
+    if "cv2" in sys.modules:
+        sys.modules["cv2"].setNumThreads(cv_count)
     return torch_count
