@@ -213,7 +213,7 @@ def test_embed_feeds_the_same_pixels(setting, source):
 
 @pytest.mark.parametrize("source", ["folder", "files"])
 def test_reconstruct_feeds_the_same_pixels(setting, source, tmp_path, monkeypatch):
-    from usfmae.commands import reconstruct
+    from usfmae.downstream import reconstruct
 
     seen = {}
 

@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import argparse
 
-from usfmae.curate.audit import run_audit
+from usfmae.config import add_dataclass_arguments, config_from_args
+from usfmae.curate.audit import AuditConfig, audit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain", required=True, help="pretraining manifest.parquet (or corpus folder)")
     parser.add_argument("--eval", required=True, dest="evaluation", help="evaluation manifest or folder")
     parser.add_argument("--out", required=True, help="output folder for pairs and summary")
-    parser.add_argument("--threshold", type=int, default=6,
-                        help="largest pHash Hamming distance (of 64 bits) counted as near duplicate (default: 6)")
-    parser.add_argument("--fps", type=float, default=3.0, help="frame rate when hashing videos in a folder")
-    parser.add_argument("--axis", type=int, default=2, choices=[0, 1, 2], help="volume slicing axis")
+    parser.add_argument("--config", help="YAML preset with any of the settings below")
+    add_dataclass_arguments(parser, AuditConfig, skip=("pretrain", "evaluation", "out"))
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = run_audit(args.pretrain, args.evaluation, args.out, threshold=args.threshold,
-                        fps=args.fps, axis=args.axis)
+    cfg = config_from_args(AuditConfig, args)
+    summary = audit(cfg)
     print(f"{summary['eval_frames_overlapping']} of {summary['eval_frames']} evaluation frames overlap the "
-          f"pretraining corpus ({summary['pairs']} pairs) -> {args.out}/pairs.csv, {args.out}/summary.md")
+          f"pretraining corpus ({summary['pairs']} pairs) -> {cfg.out}/pairs.csv, {cfg.out}/summary.md")
     for s in summary["per_source"]:
         print(f"  {s['eval_source']}: {s['any']}/{s['eval_frames']} ({s['exact']} exact, {s['near_only']} near only)")
     return 0

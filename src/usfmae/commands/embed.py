@@ -17,28 +17,20 @@ from __future__ import annotations
 
 import argparse
 
+from usfmae.config import add_dataclass_arguments, config_from_args
+from usfmae.downstream.embed import EmbedConfig, run_embed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="image folder, shard folder, Parquet manifest (path column), or KIND:PATH spec")
-    parser.add_argument("--weights", help="encoder checkpoint (none: --model from scratch)")
-    parser.add_argument("--model", help="registry name (architecture hint for --weights, or the scratch model)")
-    parser.add_argument("--in-chans", type=int, choices=[1, 3], help="input channels when the checkpoint does not say")
     parser.add_argument("--out", required=True, help="output file: .parquet or .npy")
-    parser.add_argument("--pool", choices=["cls", "mean"], default="cls", help="CLS token or mean of patch tokens")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument("--num-workers", type=int, default=0, help="image decoding workers (default: 0)")
-    parser.add_argument("--fit", choices=["pad", "stretch"],
-                        help="how images become square (default: the encoder's pretraining fit, usually pad)")
+    parser.add_argument("--config", help="YAML preset with any of the settings below")
+    add_dataclass_arguments(parser, EmbedConfig, skip=("input", "out"))
 
 
 def run(args: argparse.Namespace) -> int:
-    from usfmae.downstream.embed import embed
-
-    overrides = {"in_chans": args.in_chans} if args.in_chans else {}
-    summary = embed(args.input, args.out, weights=args.weights, model_name=args.model, pool=args.pool,
-                    batch_size=args.batch_size, device=args.device, num_workers=args.num_workers,
-                    overrides=overrides, progress=True, fit=args.fit)
-    print(f"wrote {summary['n']} x {summary['dim']} features to {args.out}"
+    cfg = config_from_args(EmbedConfig, args)
+    summary = run_embed(cfg, progress=True)
+    print(f"wrote {summary['n']} x {summary['dim']} features to {cfg.out}"
           + (f" ({summary['rejected']} file(s) skipped)" if summary["rejected"] else ""))
     return 0

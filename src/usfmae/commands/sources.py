@@ -15,14 +15,16 @@ import argparse
 import dataclasses
 import json
 
-from usfmae.curate.sources import OPENUS46_TOTAL, check_root, downstream, openus46
-from usfmae.errors import UsfmaeError
+from usfmae.config import add_dataclass_arguments, config_from_args
+from usfmae.curate.sources import OPENUS46_TOTAL, SourcesConfig, check_root, downstream, openus46
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["list", "check"], help="list the registry, or check a folder")
-    parser.add_argument("root", nargs="?", help="for check: folder with one sub-folder per source")
-    parser.add_argument("--format", choices=["table", "tsv", "json"], default="table", help="output format")
+    parser.add_argument("root", nargs="?", default=argparse.SUPPRESS,
+                        help="for check: folder with one sub-folder per source")
+    parser.add_argument("--config", help="YAML preset with any of the settings below")
+    add_dataclass_arguments(parser, SourcesConfig, skip=("action", "root"))
 
 
 def _table(header: list[str], rows: list[list[str]], right: tuple[int, ...] = ()) -> str:
@@ -70,10 +72,9 @@ def _check(root: str, fmt: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "check":
-        if not args.root:
-            raise UsfmaeError("sources check needs a folder: usfmae sources check ROOT")
-        _check(args.root, args.format)
+    cfg = config_from_args(SourcesConfig, args)
+    if cfg.action == "check":
+        _check(str(cfg.root), cfg.format)
     else:
-        _list(args.format)
+        _list(cfg.format)
     return 0

@@ -16,11 +16,13 @@ pretraining frames), ``summary.md`` and ``summary.json`` (counts per evaluation 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from usfmae.config import check, opt
 from usfmae.curate.hashing import HammingIndex, phash, phash_from_int64, phash_to_int64, pixel_hash
 from usfmae.curate.ingest import _frame_id, list_files, source_of
 from usfmae.curate.readers import detect_kind, read_frames
@@ -166,3 +168,25 @@ def run_audit(pretrain: str | Path, evaluation: str | Path, out: str | Path, thr
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(render_markdown(summary), encoding="utf-8")
     return summary
+
+
+@dataclass
+class AuditConfig:
+    """Settings of ``usfmae audit``."""
+
+    pretrain: str = opt("", "pretraining manifest.parquet (or corpus folder)")
+    evaluation: str = opt("", "evaluation manifest or folder")
+    out: str = opt("", "output folder for pairs and summary")
+    threshold: int = opt(6, "largest pHash Hamming distance (of 64 bits) counted as near duplicate")
+    fps: float = opt(3.0, "frame rate when hashing videos in a folder")
+    axis: int = opt(2, "volume slicing axis", choices=[0, 1, 2])
+
+    def __post_init__(self) -> None:
+        check(0 <= self.threshold <= 31, f"threshold must be between 0 and 31, got {self.threshold}")
+        check(self.fps >= 0, f"fps must be >= 0, got {self.fps}")
+        check(self.axis in (0, 1, 2), f"axis must be 0, 1 or 2, got {self.axis}")
+
+
+def audit(cfg: AuditConfig) -> dict[str, Any]:
+    """:func:`run_audit` with the settings of ``usfmae audit``; returns its summary."""
+    return run_audit(cfg.pretrain, cfg.evaluation, cfg.out, threshold=cfg.threshold, fps=cfg.fps, axis=cfg.axis)

@@ -19,6 +19,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
+from usfmae.config import check, opt
 from usfmae.errors import DataError
 
 OPENUS46_TOTAL = 374_192
@@ -151,3 +152,17 @@ def check_root(root: str | Path) -> list[CheckRow]:
         if key not in used:
             rows.append(CheckRow(folder.name, folder.name, count_files(folder), None, "unknown"))
     return rows
+
+
+@dataclasses.dataclass
+class SourcesConfig:
+    """Settings of ``usfmae sources``."""
+
+    action: str = opt("list", "list the registry, or check a folder", choices=["list", "check"])
+    root: str | None = opt(None, "for check: folder with one sub-folder per source")
+    format: str = opt("table", "output format", choices=["table", "tsv", "json"])
+
+    def __post_init__(self) -> None:
+        check(self.action in ("list", "check"), f"action must be list or check, got {self.action!r}")
+        check(self.format in ("table", "tsv", "json"), f"format must be table, tsv or json, got {self.format!r}")
+        check(self.action != "check" or bool(self.root), "sources check needs a folder: usfmae sources check ROOT")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from usfmae.config import check, opt
 from usfmae.contract import DataContract, normalise, prepare
 from usfmae.data import labelled
 from usfmae.data.images import iter_image_batches, list_images
@@ -158,3 +160,35 @@ def embed(source: str | Path, out: str | Path, weights: str | Path | None = None
             pq.write_table(table, tmp)
     return {"n": int(len(kept_paths)), "dim": int(feats.shape[1]), "rejected": rejects.count, "out": str(out),
             "contract": contract.to_dict()}
+
+
+@dataclass
+class EmbedConfig:
+    """Settings of ``usfmae embed``."""
+
+    input: str = opt("", "image folder, shard folder, Parquet manifest (path column), or KIND:PATH spec")
+    out: str = opt("", "output file: .parquet or .npy")
+    weights: str | None = opt(None, "encoder checkpoint (none: --model from scratch)")
+    model: str | None = opt(None, "registry name (architecture hint for --weights, or the scratch model)")
+    in_chans: int | None = opt(None, "input channels when the checkpoint does not say", choices=[1, 3])
+    pool: str = opt("cls", "CLS token or mean of patch tokens", choices=["cls", "mean"])
+    batch_size: int = opt(64, "images per forward pass")
+    device: str | None = opt(None, "cuda, cpu, ... (none: cuda when available)")
+    num_workers: int = opt(0, "image decoding workers")
+    fit: str | None = opt(None, "how images become square, pad or stretch (none: the encoder's pretraining "
+                                "fit, usually pad)", choices=["pad", "stretch"])
+
+    def __post_init__(self) -> None:
+        check(self.in_chans in (None, 1, 3), f"in_chans must be 1 or 3, got {self.in_chans}")
+        check(self.pool in ("cls", "mean"), f"pool must be cls or mean, got {self.pool!r}")
+        check(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        check(self.fit in (None, "pad", "stretch"), f"fit must be pad or stretch, got {self.fit!r}")
+
+
+def run_embed(cfg: EmbedConfig, progress: bool = False) -> dict[str, Any]:
+    """:func:`embed` with the settings of ``usfmae embed``; returns its summary."""
+    overrides = {"in_chans": cfg.in_chans} if cfg.in_chans else {}
+    return embed(cfg.input, cfg.out, weights=cfg.weights, model_name=cfg.model, pool=cfg.pool,
+                 batch_size=cfg.batch_size, device=cfg.device, num_workers=cfg.num_workers,
+                 overrides=overrides, progress=progress, fit=cfg.fit)

@@ -1,0 +1,83 @@
+"""Verbs built from settings dataclasses: every setting has a flag in --help, a YAML preset sets it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from usfmae import cli
+from usfmae.config import config_from_args
+from usfmae.curate.audit import AuditConfig
+from usfmae.curate.sources import SourcesConfig
+from usfmae.downstream.embed import EmbedConfig
+from usfmae.downstream.reconstruct import ReconstructConfig
+
+# verb, its settings, hand-made arguments (positionals, required flags) not built from the dataclass.
+VERBS = [
+    ("embed", EmbedConfig, {"input": "input"}),
+    ("reconstruct", ReconstructConfig, {"images": "images"}),
+    ("audit", AuditConfig, {"evaluation": "--eval"}),
+    ("sources", SourcesConfig, {"action": "{list,check}", "root": "root"}),
+]
+
+
+def _flags(cls: type, renamed: dict[str, str]) -> list[str]:
+    return [renamed.get(f.name, "--" + f.name.replace("_", "-")) for f in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize(("verb", "cls", "renamed"), VERBS, ids=[v[0] for v in VERBS])
+def test_every_setting_is_in_help(verb, cls, renamed, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([verb, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    missing = [flag for flag in _flags(cls, renamed) + ["--config"] if flag not in text]
+    assert missing == []
+
+
+# verb, argv before --config, YAML preset, the setting it sets and the value expected.
+PRESETS = [
+    ("embed", ["embed", "imgs", "--out", "f.npy"], "batch_size: 8\npool: mean\n", {"batch_size": 8, "pool": "mean"}),
+    ("reconstruct", ["reconstruct", "a.png", "--weights", "w.pt", "--out", "g.png"], "mask_ratio: 0.25\nseed: 3\n",
+     {"mask_ratio": 0.25, "seed": 3, "images": ["a.png"]}),
+    ("audit", ["audit", "--pretrain", "m.parquet", "--eval", "ev", "--out", "o"], "threshold: 4\nfps: 1\n",
+     {"threshold": 4, "fps": 1.0, "evaluation": "ev"}),
+    ("sources", ["sources", "list"], "format: tsv\n", {"format": "tsv", "action": "list"}),
+]
+
+
+@pytest.mark.parametrize(("verb", "argv", "preset", "expected"), PRESETS, ids=[p[0] for p in PRESETS])
+def test_yaml_preset_sets_a_value(verb, argv, preset, expected, tmp_path) -> None:
+    path = tmp_path / "preset.yaml"
+    path.write_text(preset, encoding="utf-8")
+    cls = dict((v, c) for v, c, _ in VERBS)[verb]
+    args = cli.build_parser(verb).parse_args([*argv, "--config", str(path)])
+    cfg = config_from_args(cls, args)
+    assert {k: getattr(cfg, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(("verb", "argv", "flag"), [
+    ("embed", ["embed", "imgs", "--out", "f.npy"], ["--batch-size", "2"]),
+    ("audit", ["audit", "--pretrain", "m", "--eval", "e", "--out", "o"], ["--threshold", "9"]),
+], ids=["embed", "audit"])
+def test_flags_win_over_the_preset(verb, argv, flag, tmp_path) -> None:
+    path = tmp_path / "preset.yaml"
+    path.write_text(f"{flag[0][2:].replace('-', '_')}: 5\n", encoding="utf-8")
+    cls = dict((v, c) for v, c, _ in VERBS)[verb]
+    cfg = config_from_args(cls, cli.build_parser(verb).parse_args([*argv, "--config", str(path), *flag]))
+    assert getattr(cfg, flag[0][2:].replace("-", "_")) == int(flag[1])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["embed", "imgs", "--out", "f.npy", "--batch-size", "0"], "batch_size must be positive, got 0"),
+    (["reconstruct", "a.png", "--weights", "w.pt", "--out", "g.png", "--mask-ratio", "1.0"],
+     "--mask-ratio must be in [0, 1), got 1.0"),
+    (["audit", "--pretrain", "m", "--eval", "e", "--out", "o", "--threshold", "40"],
+     "threshold must be between 0 and 31, got 40"),
+    (["sources", "check"], "sources check needs a folder"),
+], ids=["embed", "reconstruct", "audit", "sources"])
+def test_bad_settings_are_one_line_exit_2(argv, message, capsys) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
