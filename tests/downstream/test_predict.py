@@ -102,3 +102,42 @@ def test_export_of_a_saved_segmenter_matches_pytorch(segmenter: dict, tmp_path: 
     got = ort.InferenceSession(str(tmp_path / "x" / "model.onnx")).run(["logits"], {"images": x.numpy()})[0]
     with torch.no_grad():
         assert got.shape == (5, 2, 64, 64) and np.abs(got - model(x).numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("method", ["rollout", "gradcam"])
+def test_predict_explain_writes_maps_on_the_original_image(phantom_dataset: Path, tmp_path: Path,
+                                                           method: str) -> None:
+    from usfmae.contract import normalise, prepare
+    from usfmae.eval import explain as explain_lib
+    from usfmae.imaging import fit_geometry, read_image, unfit
+    from usfmae.models.saved import load_task_model
+
+    cfg = finetune.FinetuneConfig(data=f"phantom:{phantom_dataset}", out=str(tmp_path / "ft"),
+                                  model="mae_vit_micro_patch8_64", epochs=1, batch_size=8, split="kfold", k=2,
+                                  folds=[0], bootstrap=0, val_fraction=0.0)
+    saved = read_json(finetune.run(cfg)["cells"][0])["training"]["model"]
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.random.default_rng(0).integers(0, 255, (30, 70), dtype=np.uint8))
+    assert cli.main(["predict", saved, str(wide), "--out", str(tmp_path / "plain")]) == 0
+    assert cli.main(["predict", saved, str(wide), "--out", str(tmp_path / "x"), "--explain", method]) == 0
+    plain, (row,) = _rows(tmp_path / "plain" / "predictions.csv"), _rows(tmp_path / "x" / "predictions.csv")
+    assert row["p_benign"] == plain[0]["p_benign"]  # explaining does not change the prediction
+    written = cv2.imread(row["explain"], cv2.IMREAD_COLOR)[..., ::-1]
+    # The same map computed by hand: explain the predicted class, undo the fit, overlay on the scan.
+    model, card = load_task_model(saved)
+    contract = card["data_contract"]
+    image = read_image(wide)
+    x = normalise(prepare(image, contract)[None], contract)
+    target = int(model.eval()(x).argmax(1))
+    heat = explain_lib.explain(model, x, method, [target])[0].detach().numpy()
+    heat = unfit(heat, fit_geometry(30, 70, contract.img_size, contract.fit), interpolation="linear")
+    assert written.shape == (30, 70, 3)
+    assert np.abs(written.astype(int) - explain_lib.overlay(image, heat).astype(int)).max() <= 1
+
+
+def test_predict_explain_is_refused_for_a_segmenter(segmenter: dict, tmp_path: Path, capsys) -> None:
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.zeros((30, 70), dtype=np.uint8))
+    code = cli.main(["predict", segmenter["training"]["model"], str(wide), "--out", str(tmp_path / "o"),
+                     "--explain", "rollout"])
+    assert code == 2 and "--explain applies to saved classifiers" in capsys.readouterr().err

@@ -29,9 +29,10 @@ import cv2
 import numpy as np
 import torch
 
-from usfmae.config import opt
+from usfmae.config import check, opt
 from usfmae.contract import normalise, prepare
-from usfmae.errors import DataError
+from usfmae.errors import ConfigError, DataError
+from usfmae.eval import explain as explain_lib
 from usfmae.eval.seg_report import overlay
 from usfmae.fileio import RejectLog, atomic_open, atomic_path, ensure_output_dir
 from usfmae.imaging import IMAGE_SUFFIXES, fit_geometry, read_image, unfit
@@ -56,6 +57,11 @@ class PredictConfig:
     overlays: bool = opt(True, "segmenters: also write overlay PNGs")
     device: str | None = opt(None, "cuda, cpu, ... (default: cuda when available)")
     amp: bool = opt(True, "bf16 autocast on CUDA")
+    explain: str | None = opt(None, "classifiers: also write explanation overlays to OUT/explain/ "
+                              "(rollout, cls or gradcam; CNNs always get gradcam)", choices=explain_lib.METHODS)
+
+    def __post_init__(self) -> None:
+        check(self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}")
 
 
 def _is_dicom(path: Path) -> bool:
@@ -122,6 +128,8 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     """
     model, card = load_task_model(cfg.model)
     contract, classes, kind = card["data_contract"], card["classes"], card["kind"]
+    if cfg.explain and kind != "classifier":
+        raise ConfigError("--explain applies to saved classifiers; this model is a segmenter")
     out = ensure_output_dir(cfg.out)
     rejects = RejectLog(out / "rejects.jsonl")
     files = list_inputs(cfg.input)
@@ -134,6 +142,12 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     def flush() -> None:
         x = torch.stack([prepare(img, contract) for _, _, img in batch])
         logits = engine.predict(model, [x], device=device, amp=cfg.amp, transform=lambda t: normalise(t, contract))
+        heat = None
+        if cfg.explain:
+            # Explain the class the model predicted for each image.
+            targets = [int(i) for i in logits.argmax(1)]
+            heat = explain_lib.explain(model, normalise(x.to(device), contract), cfg.explain, targets).cpu().numpy()
+        start = len(rows)
         for (path, index, img), out_logits in zip(batch, logits, strict=True):
             multi = _is_dicom(path)
             row: dict[str, Any] = {"source": str(path), "frame": index}
@@ -141,6 +155,13 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
                 probs = torch.softmax(out_logits, 0).numpy()
                 row["prediction"] = classes[int(probs.argmax())]
                 row.update({f"p_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)})
+                if heat is not None:
+                    name = _name(path, index, multi, root)
+                    # The map lives on the model's square input: undo the fit so it lies on the scan.
+                    geometry = fit_geometry(img.shape[0], img.shape[1], contract.img_size, contract.fit)
+                    on_image = unfit(heat[len(rows) - start], geometry, interpolation="linear")
+                    row["explain"] = _write_png(out / "explain" / f"{name}.png",
+                                                explain_lib.overlay(img, on_image)[..., ::-1])
             else:
                 small = out_logits.argmax(0).to(torch.uint8).numpy()
                 mask = unfit(small, fit_geometry(img.shape[0], img.shape[1], contract.img_size, contract.fit))
