@@ -119,3 +119,25 @@ def test_readme_api_example_runs_as_written(phantom_dataset, micro_checkpoint, t
     exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
     assert scope["features"].shape == (32, 128) and scope["probs"].shape == (32, 2)
     assert scope["maps"].shape == (32, 64, 64)
+
+
+def test_segment_returns_the_saved_model_and_resumes(phantom_dataset, tmp_path):
+    from usfmae.contract import normalise, prepare
+    from usfmae.fileio import read_json
+    from usfmae.imaging import read_image
+
+    settings = dict(model="mae_vit_micro_patch8_64", head="linear", epochs=1, batch_size=8, split="kfold", k=2,
+                    folds=[0], bootstrap=0)
+    result = usfmae.segment(f"phantom:{phantom_dataset}", out=tmp_path / "seg", **settings)
+    assert list(result.models) == [(0, 0)] and result.card["kind"] == "segmenter"
+    cell = read_json(result.results[0])
+    # The returned network predicts exactly the masks the run wrote for its test images.
+    contract = result.card["data_contract"]
+    first = cell["predictions"]["id"][0]
+    x = normalise(prepare(read_image(first), contract)[None], contract)
+    with torch.no_grad():
+        mask = result.model(x).argmax(1)[0].numpy()
+    saved = read_image(cell["predictions"]["mask_pred"][0])[..., 0]
+    assert mask.shape == saved.shape and (mask == saved).all()
+    again = usfmae.segment(f"phantom:{phantom_dataset}", out=tmp_path / "seg", **settings)
+    assert again.results == result.results and again.metrics == result.metrics  # resumed, not retrained

@@ -15,8 +15,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 # Top-level names served by usfmae.api (kept in step with api.__all__ by a test).
-_API = ("create_model", "list_models", "load_encoder", "embed", "finetune", "predict", "explain",
-        "FinetuneResult", "Embeddings")
+_API = ("create_model", "list_models", "load_encoder", "embed", "finetune", "segment", "predict", "explain",
+        "FinetuneResult", "SegmentResult", "Embeddings")
 __all__ = ["__version__", *_API]
 
 

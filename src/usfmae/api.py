@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,13 @@ from usfmae.eval import explain as _explain
 from usfmae.models import registry
 from usfmae.models.encoder import EncoderInfo, extract_features, model_contract, pick_device
 from usfmae.models.encoder import load_encoder as _load_encoder
+from usfmae.models.saved import load_task_model
 from usfmae.train import finetune as _finetune
+from usfmae.train import segment as _segment
 from usfmae.train.watch import EpochLog
 
-__all__ = ["create_model", "list_models", "load_encoder", "embed", "finetune", "predict", "explain",
-           "FinetuneResult", "Embeddings"]
+__all__ = ["create_model", "list_models", "load_encoder", "embed", "finetune", "segment", "predict", "explain",
+           "FinetuneResult", "SegmentResult", "Embeddings"]
 
 Images = str | Path | Sequence[str | Path] | np.ndarray | torch.Tensor
 
@@ -181,6 +184,55 @@ def finetune(data: str, weights: str | Path | None = None, *, model: str | None 
     first = next(iter(done["models"].values()))
     return FinetuneResult(model=first[0].eval(), info=first[1], metrics=done["summary"], results=done["cells"],
                           models=models)
+
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment` returns."""
+
+    model: nn.Module  # the segmenter of the first (fold, seed) cell, in eval mode
+    card: dict[str, Any]  # its model.json: architecture, data contract, classes, protocol
+    metrics: dict[str, Any]  # over cells: {"runs", "mean": {name: v}, "std": {...}}
+    results: list[str]  # one results JSON per cell (``usfmae report`` reads the folder)
+    models: dict[tuple[int, int], str] = field(default_factory=dict)  # (fold, seed) -> saved model folder
+
+
+def segment(data: str, weights: str | Path | None = None, *, model: str | None = None,
+            out: str | Path = "segment_out", **settings: Any) -> SegmentResult:
+    """Train a segmenter (encoder + head, or U-Net ResNet-50): ``usfmae segment`` as a function.
+
+    Args:
+        data: ``KIND:PATH`` (``busbra:...``, ``mmotu:...``, ``folder:DIR`` with images/ + masks/,
+            ``csv:pairs.csv``, ``phantom:DIR``).
+        weights: encoder weights (see :func:`load_encoder`); None trains from scratch.
+        model: registry name or ``unet_resnet50``; default: the segment verb's default.
+        out: results folder (one JSON, masks and a saved model per fold and seed).
+        **settings: any :class:`usfmae.train.segment.SegmentConfig` field (``head``, ``epochs``,
+            ``freeze``, ``folds``, ``seeds``, ``max_labels``, ...).
+
+    Returns:
+        :class:`SegmentResult`; the model is reloaded from the first cell's saved files, so it is
+        exactly what ``usfmae predict`` applies. Finished cells are resumed, not retrained.
+    """
+    values = {"data": data, "weights": str(weights) if weights is not None else None, "out": str(out), **settings}
+    if model is not None:
+        values["model"] = model
+    cfg = build_config(_segment.SegmentConfig, None, values)
+    if not cfg.save_model:
+        raise UsfmaeError("segment() returns the trained model: leave save_model on")
+    done = _segment.run(cfg)
+    models = {}
+    for path in done["cells"]:
+        result = json.loads(Path(path).read_text())
+        saved = result.get("training", {}).get("model")
+        if saved:
+            models[(int(result["fold"]), int(result["seed"]))] = saved
+    if not models:
+        raise UsfmaeError(f"{data}: no saved segmenter in {out} (cells trained without save_model?)")
+    first, card = load_task_model(next(iter(models.values())))
+    return SegmentResult(model=first.eval(), card=card, metrics=done["summary"], results=done["cells"],
+                         models=models)
 
 
 @torch.no_grad()
