@@ -31,6 +31,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from clean_quality import _label, _sheet  # the same labelled contact-sheet drawing (bench/ is on sys.path)
 
 from usfmae.clean.ocr import readable_words
 from usfmae.clean.run import as_rgb, remove_annotations
@@ -118,27 +119,6 @@ def evaluate(names: list[str]) -> tuple[dict, list[list[np.ndarray]]]:
         result[name] = entry
         rows.append(row)
     return result, rows
-
-
-def _label(tile: np.ndarray, text: str) -> np.ndarray:
-    out = tile.copy()
-    scale = tile.shape[0] / 300  # labels read the same once every row is scaled to 300 px
-    cv2.putText(out, text, (round(4 * scale), round(18 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale,
-                (255, 64, 64), max(1, round(1.5 * scale)), cv2.LINE_AA)
-    return out
-
-
-def _sheet(rows: list[list[np.ndarray]], height: int) -> np.ndarray:
-    """Rows of RGB tiles scaled to ``height`` px tall, separated by white gaps."""
-    lines = []
-    for tiles in rows:
-        scaled = [cv2.resize(t, (round(t.shape[1] * height / t.shape[0]), height), interpolation=cv2.INTER_AREA)
-                  for t in tiles]
-        gap = np.full((height, 6, 3), 255, np.uint8)
-        lines.append(np.hstack([x for t in scaled for x in (t, gap)][:-1]))
-    width = max(line.shape[1] for line in lines)
-    lines = [np.pad(line, ((0, 6), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
-    return np.vstack(lines)[:-6]
 
 
 def main() -> None:
