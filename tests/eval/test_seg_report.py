@@ -40,7 +40,11 @@ def test_table_means_stds_and_cis(tmp_path: Path) -> None:
     hd = table["rows"][0]["cells"]["phantom"]["hd95"]
     assert hd["mean"] == 3.5 and hd["std"] == pytest.approx(np.std([3, 4], ddof=1))
     assert "70.0 ± 0.0" in seg_markdown(table)
-    assert seg_table(results, label_fraction=0.5, n_boot=0)["rows"][0]["cells"]["phantom"]["dice"]["mean"] == 40.0
+    single = seg_table(results, label_fraction=0.5, n_boot=0)
+    assert single["rows"][0]["cells"]["phantom"]["dice"]["mean"] == 40.0
+    # one run has no spread: "n/a", never a 0.0 that would read as a perfectly stable result
+    assert single["rows"][0]["cells"]["phantom"]["dice"]["std"] is None
+    assert "40.0 ± n/a" in seg_markdown(single)
 
 
 def test_report_writes_segmentation_tables_and_figures(tmp_path: Path, capsys) -> None:

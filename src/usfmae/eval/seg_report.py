@@ -59,7 +59,8 @@ def _stat(values: list[float], pooled: list[float] | None, scale: float, n_boot:
     if pooled:
         low, high = mean_ci(pooled, n_boot, seed)
         ci = [low * scale, high * scale]
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0, "runs": len(finite),
+    # one run has no spread: None (shown as "n/a"), not a 0.0 that reads as a perfectly stable result
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else None, "runs": len(finite),
             "ci": ci}
 
 
@@ -98,7 +99,8 @@ def seg_table(results: Sequence[dict], label_fraction: float | None = None, n_bo
 def _fmt(stat: dict | None, digits: int = 1) -> str:
     if not stat or stat["mean"] is None:
         return "-"
-    text = f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    spread = "n/a" if stat["std"] is None else f"{stat['std']:.{digits}f}"
+    text = f"{stat['mean']:.{digits}f} ± {spread}"
     if stat.get("ci"):
         text += f" [{stat['ci'][0]:.{digits}f}, {stat['ci'][1]:.{digits}f}]"
     return text
