@@ -452,12 +452,28 @@ def checkpoint_metadata(model: VisionTransformerEncoder) -> dict[str, Any]:
             "data_contract": model.data_contract.to_dict()}
 
 
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """``torch.save`` ``payload`` to ``path`` atomically (the old file stays whole until the new one is).
+
+    A full disk (or any failed write) raises the ``OSError`` itself, naming ``path``, as every other
+    writer does, so the CLI reports it in one line: torch's zip writer turns a failed write into a
+    ``RuntimeError("... unexpected pos ...")`` when it writes to a path itself, which says nothing.
+    """
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as handle:  # a Python file: the write's OSError survives as the context
+                torch.save(payload, handle)
+        except RuntimeError as exc:
+            cause = exc.__context__
+            if isinstance(cause, OSError):
+                raise OSError(cause.errno, cause.strerror, str(path)) from None
+            raise
+    return Path(path)
+
+
 def save_model(model: VisionTransformerEncoder, path: str | os.PathLike, **extra: Any) -> Path:
     """Write ``{"model": state_dict, "model_name", "model_cfg", "data_contract", **extra}`` atomically."""
-    payload = {"model": model.state_dict(), **checkpoint_metadata(model), **extra}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return save_checkpoint({"model": model.state_dict(), **checkpoint_metadata(model), **extra}, path)
 
 
 def timm_config(model: VisionTransformerEncoder) -> dict[str, Any]:

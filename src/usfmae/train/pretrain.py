@@ -24,6 +24,7 @@ import itertools
 import json
 import logging
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -47,7 +48,7 @@ from usfmae.data.sampling import DataPipeline, StepBatchSampler, local_rows, mix
 from usfmae.errors import ConfigError
 from usfmae.eval.figures import loss_curve, reconstruction_grid
 from usfmae.fileio import RejectLog, append_jsonl, atomic_open, atomic_path, read_jsonl
-from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read_checkpoint
+from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read_checkpoint, save_checkpoint
 from usfmae.models.mae import MaskedAutoencoderViT
 from usfmae.models.registry import create_model, list_models
 from usfmae.runtime import configure_threads
@@ -427,8 +428,7 @@ def train(s: PretrainSetup) -> dict[str, Any]:
                            "step_in_epoch": done % pipeline.steps_per_epoch},
             "config": to_dict(cfg), **checkpoint_metadata(model),  # model_name, model_cfg, data_contract
         }
-        with atomic_path(last_path) as tmp:
-            torch.save(payload, tmp)
+        save_checkpoint(payload, last_path)
         if len(fixed):
             reconstruction_grid(model, fixed, s.data_config, out / f"recon_{done:07d}.png", seed=cfg.seed)
 
@@ -466,7 +466,7 @@ def train(s: PretrainSetup) -> dict[str, Any]:
     if dist.is_main:
         if s.step == total:
             with atomic_path(ckpt_dir / "final.pt") as tmp:
-                tmp.write_bytes(last_path.read_bytes())
+                shutil.copyfile(last_path, tmp)  # streamed: a ViT-B checkpoint with its optimizer is ~1.3 GB
         loss_curve(read_jsonl(log_path), out / "loss_curve.png")
     # Leave together: a rank that tears down gloo while rank 0 is still writing can abort
     # ("terminate called without an active exception"), failing a run that succeeded.
