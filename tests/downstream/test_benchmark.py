@@ -92,8 +92,7 @@ def test_interrupted_grid_resumes_and_skips_finished_cells(data_root: Path, tmp_
 
 
 def test_set_overrides_parse_as_yaml() -> None:
-    from usfmae.commands.benchmark import parse_overrides
-
+    parse_overrides = benchmark.parse_overrides
     assert parse_overrides(["epochs=5", "seeds=[0, 1]", "device=cuda", "lr=1e-3"]) == {
         "epochs": 5, "seeds": [0, 1], "device": "cuda", "lr": 1e-3}
     with pytest.raises(ConfigError):

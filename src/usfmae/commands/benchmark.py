@@ -17,45 +17,22 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
-from usfmae.downstream.benchmark import as_number
-from usfmae.errors import ConfigError
+from usfmae.config import add_dataclass_arguments, config_from_args
+from usfmae.downstream.benchmark import BenchmarkConfig, run_benchmark
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--suite", default="paper", help="built-in suite name or a YAML path (default: paper)")
     parser.add_argument("--data-root", required=True, help="folder holding the downloaded datasets")
     parser.add_argument("--out", required=True, help="output folder (results per cell, table.md, table.csv)")
-    parser.add_argument("--weights", help="checkpoint for the suite's {weights} model (USF-MAE)")
-    parser.add_argument("--baseline-weights", help="folder of local ImageNet weight files (vgg19.pth, ...)")
-    parser.add_argument("--fm-weights", help="folder of foundation-model weight files under their published names "
-                        "(UltraSam.pth, USFM_latest.pth, ...); models without theirs are left out")
-    parser.add_argument("--models", nargs="+", help="run only these models of the suite")
-    parser.add_argument("--datasets", nargs="+", help="run only these datasets of the suite")
-    parser.add_argument("--sweep", action="store_true", help="run the suite's hyper-parameter sweep")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override recipe settings for every cell, e.g. epochs=5 device=cuda")
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["epochs=5", "seeds=[0,1]"]`` -> ``{"epochs": 5, "seeds": [0, 1]}`` (values read as YAML)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.replace("-", "_")] = as_number(yaml.safe_load(value))
-    return out
+    parser.add_argument("--config", help="YAML preset with any of the settings below")
+    add_dataclass_arguments(parser, BenchmarkConfig, skip=("data_root", "out"))
 
 
 def run(args: argparse.Namespace) -> int:
-    from usfmae.downstream import benchmark
-
-    summary = benchmark.run(args.suite, args.data_root, args.out, weights=args.weights,
-                            baseline_weights=args.baseline_weights, sweep=args.sweep, models=args.models,
-                            datasets=args.datasets, overrides=parse_overrides(args.set), fm_weights=args.fm_weights)
+    cfg = config_from_args(BenchmarkConfig, args)
+    summary = run_benchmark(cfg)
     print(f"cells run: {summary['cells_run']}, skipped (already done): {summary['cells_skipped']}")
     if summary["table"]:
-        print(open(summary["table"], encoding="utf-8").read())
+        with open(summary["table"], encoding="utf-8") as handle:
+            print(handle.read())
     return 0

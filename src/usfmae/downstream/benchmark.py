@@ -98,6 +98,47 @@ def as_number(value: Any) -> Any:
     return value
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["epochs=5", "seeds=[0,1]"]`` -> ``{"epochs": 5, "seeds": [0, 1]}`` (values read as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.replace("-", "_")] = as_number(yaml.safe_load(value))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc.__class__.__name__})") from exc
+    return out
+
+
+@dataclass
+class BenchmarkConfig:
+    """Settings of ``usfmae benchmark``."""
+
+    suite: str = opt("paper", "built-in suite name or a YAML path")
+    data_root: str = opt("", "folder holding the downloaded datasets")
+    out: str = opt("", "output folder (results per cell, table.md, table.csv)")
+    weights: str | None = opt(None, "checkpoint for the suite's {weights} model (USF-MAE)")
+    baseline_weights: str | None = opt(None, "folder of local ImageNet weight files (vgg19.pth, ...)")
+    fm_weights: str | None = opt(None, "folder of foundation-model weight files under their published names "
+                                       "(UltraSam.pth, USFM_latest.pth, ...); models without theirs are left out")
+    models: list[str] = opt([], "run only these models of the suite (none: all)")
+    datasets: list[str] = opt([], "run only these datasets of the suite (none: all)")
+    sweep: bool = opt(False, "run the suite's hyper-parameter sweep")
+    set: list[str] = opt([], "override recipe settings for every cell as KEY=VALUE, e.g. epochs=5 device=cuda")
+
+    def __post_init__(self) -> None:
+        parse_overrides(self.set)  # a malformed KEY=VALUE is one line now, not after the first cells ran
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict[str, Any]:
+    """:func:`run` with the settings of ``usfmae benchmark``; returns its summary."""
+    return run(cfg.suite, cfg.data_root, cfg.out, weights=cfg.weights, baseline_weights=cfg.baseline_weights,
+               sweep=cfg.sweep, models=cfg.models or None, datasets=cfg.datasets or None,
+               overrides=parse_overrides(cfg.set), fm_weights=cfg.fm_weights)
+
+
 def _fill(value: Any, values: dict[str, str | None]) -> Any:
     """Substitute ``{placeholder}``; a string whose placeholder is unset becomes None."""
     if not isinstance(value, str):

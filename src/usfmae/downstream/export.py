@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from usfmae.config import check, opt
 from usfmae.contract import resolve_contract
 from usfmae.errors import UsfmaeError
 from usfmae.fileio import atomic_open, atomic_path, ensure_output_dir, write_json
@@ -309,3 +311,49 @@ def export_task_model(model_dir: str | Path, out: str | Path, opset: int = 17, t
         raise UsfmaeError(f"{path}: ONNX differs from PyTorch by {diff:.3g} (> {tolerance:g})")
     return {"kind": card["kind"], "onnx": str(path), "opset": opset, "onnx_max_abs_diff": diff,
             "tolerance": tolerance, "card": str(out / CARD)}
+
+
+@dataclass
+class ExportConfig:
+    """Settings of ``usfmae export``."""
+
+    weights: str = opt("", "checkpoint: ours, released USF-MAE, facebookresearch MAE; or a model folder saved "
+                           "by segment / finetune")
+    out: str = opt("", "output folder")
+    model: str | None = opt(None, "registry name when the checkpoint does not say (e.g. mae_vit_base_patch16)")
+    in_chans: int | None = opt(None, "input channels when the checkpoint does not say", choices=[1, 3])
+    pool: str = opt("cls", "pooled ONNX output", choices=["cls", "mean"])
+    opset: int = opt(17, "ONNX opset, 17 or newer")
+    onnx: bool = opt(True, "write and check the ONNX graph (--no-onnx: safetensors and the model card only)")
+    tolerance: float = opt(1e-4, "largest accepted ONNX-vs-PyTorch difference")
+    format: str = opt("hub", "hub: timm / huggingface_hub folder; hf: transformers ViTMAE folder",
+                      choices=["hub", "hf"])
+    license: str | None = opt(None, "licence of the weights as a hub id (e.g. cc-by-nc-4.0, mit, other); "
+                                    "none: what the pretraining data implies")
+    audit: str | None = opt(None, "a `usfmae audit` output folder to summarise in the model card")
+
+    def __post_init__(self) -> None:
+        check(self.opset >= 17, f"opset {self.opset} is too old; use 17 or newer")
+        check(self.tolerance > 0, f"tolerance must be positive, got {self.tolerance}")
+        check(self.pool in ("cls", "mean"), f"pool must be cls or mean, got {self.pool!r}")
+        check(self.format in ("hub", "hf"), f"unknown export format {self.format!r}; use hub or hf")
+        check(self.in_chans in (None, 1, 3), f"in_chans must be 1 or 3, got {self.in_chans}")
+
+
+def is_task_model(weights: str | Path) -> bool:
+    """Whether ``weights`` is a classifier / segmenter saved by ``usfmae.models.saved`` (its folder or model.json)."""
+    return (Path(weights) / "model.json").is_file() or Path(weights).name == "model.json"
+
+
+def run_export(cfg: ExportConfig) -> dict[str, Any]:
+    """:func:`export_task_model` for a saved task model, else :func:`export`, with ``usfmae export``'s settings.
+
+    Returns:
+        The summary of the function that ran; a task model's has ``"kind"``.
+    """
+    if is_task_model(cfg.weights):  # its files plus model.onnx (logits); encoder settings do not apply
+        return export_task_model(cfg.weights, cfg.out, opset=cfg.opset, tolerance=cfg.tolerance)
+    overrides = {"in_chans": cfg.in_chans} if cfg.in_chans else {}
+    return export(cfg.weights, cfg.out, model_name=cfg.model, pool=cfg.pool, onnx=cfg.onnx, opset=cfg.opset,
+                  tolerance=cfg.tolerance, overrides=overrides, format=cfg.format, license=cfg.license,
+                  audit=cfg.audit)
