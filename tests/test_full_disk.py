@@ -13,9 +13,6 @@ byte-identical to those of a run that never lacked space.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -25,31 +22,6 @@ import pytest
 import torch
 
 from usfmae.cli import main
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 64 MiB tmpfs at ``tmp_path/disk`` (skips where this process may not mount one)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path, leave_kib: int) -> Path:
-    """Write a ballast file so that only ``leave_kib`` KiB stay free on ``disk``."""
-    stat = os.statvfs(disk)
-    ballast = disk / "ballast.bin"
-    with open(ballast, "wb") as handle:
-        handle.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - leave_kib * 1024))
-    return ballast
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +61,7 @@ STAGES = [
 
 @pytest.mark.parametrize(("argv", "leave_kib", "data_files", "manifest"), STAGES)
 def test_full_disk_stops_in_one_line_and_resumes_to_the_same_outputs(
-        small_disk: Path, images: Path, tmp_path: Path, capsys, argv, leave_kib, data_files, manifest) -> None:
+        small_disk: Path, fill_disk, images: Path, tmp_path: Path, capsys, argv, leave_kib, data_files, manifest) -> None:
     def run(out: Path) -> int:
         return main([a.format(src=images, out=out) for a in argv])
 
@@ -97,7 +69,7 @@ def test_full_disk_stops_in_one_line_and_resumes_to_the_same_outputs(
     assert run(reference) == 0
     capsys.readouterr()
 
-    ballast = _fill(small_disk, leave_kib)
+    ballast = fill_disk(small_disk, leave_kib)
     out = small_disk / "out"
     assert run(out) == 2
     err = capsys.readouterr().err
@@ -122,13 +94,13 @@ PRETRAIN = ["pretrain", "--data", "phantom:8", "--model", "mae_vit_micro_patch8_
 
 
 def test_full_disk_during_pretraining_keeps_the_last_checkpoint_and_resumes_exactly(
-        small_disk: Path, tmp_path: Path, capsys) -> None:
+        small_disk: Path, fill_disk, tmp_path: Path, capsys) -> None:
     reference = tmp_path / "reference"
     assert main([*PRETRAIN, "--out", str(reference)]) == 0
     capsys.readouterr()
 
     # room for one checkpoint (about 11 MB) but not for the second beside it (written, then renamed)
-    ballast = _fill(small_disk, 16 * 1024)
+    ballast = fill_disk(small_disk, 16 * 1024)
     out = small_disk / "run"
     assert main([*PRETRAIN, "--out", str(out)]) == 2
     err = capsys.readouterr().err

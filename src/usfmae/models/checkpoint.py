@@ -35,14 +35,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from usfmae.errors import UsfmaeError
-from usfmae.fileio import atomic_path, write_json
+from usfmae.fileio import write_json
 from usfmae.models import hf
 from usfmae.models.mae import MAEConfig, MaskedAutoencoderViT, VisionTransformerEncoder, is_decoder_key
 from usfmae.models.registry import describe_model, find_variant, resolve_config, variant_config
+from usfmae.models.serialize import save_checkpoint, save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -452,25 +452,6 @@ def checkpoint_metadata(model: VisionTransformerEncoder) -> dict[str, Any]:
             "data_contract": model.data_contract.to_dict()}
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """``torch.save`` ``payload`` to ``path`` atomically (the old file stays whole until the new one is).
-
-    A full disk (or any failed write) raises the ``OSError`` itself, naming ``path``, as every other
-    writer does, so the CLI reports it in one line: torch's zip writer turns a failed write into a
-    ``RuntimeError("... unexpected pos ...")`` when it writes to a path itself, which says nothing.
-    """
-    with atomic_path(path) as tmp:
-        try:
-            with open(tmp, "wb") as handle:  # a Python file: the write's OSError survives as the context
-                torch.save(payload, handle)
-        except RuntimeError as exc:
-            cause = exc.__context__
-            if isinstance(cause, OSError):
-                raise OSError(cause.errno, cause.strerror, str(path)) from None
-            raise
-    return Path(path)
-
-
 def save_model(model: VisionTransformerEncoder, path: str | os.PathLike, **extra: Any) -> Path:
     """Write ``{"model": state_dict, "model_name", "model_cfg", "data_contract", **extra}`` atomically."""
     return save_checkpoint({"model": model.state_dict(), **checkpoint_metadata(model), **extra}, path)
@@ -505,8 +486,7 @@ def export_encoder(model: VisionTransformerEncoder, path: str | os.PathLike,
     model = getattr(model, "encoder", model)  # an EncoderClassifier exports its encoder
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not is_decoder_key(k)}
     info = {**checkpoint_metadata(model), **(metadata or {})}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "usfmae": json.dumps(info, default=str)})
+    save_safetensors(state, path, metadata={"format": "pt", "usfmae": json.dumps(info, default=str)})
     sidecar = Path(path).with_suffix(".json")
     write_json(sidecar, {**timm_config(model), "usfmae": info})
     return sidecar

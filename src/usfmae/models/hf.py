@@ -28,8 +28,9 @@ import torch
 
 from usfmae.contract import DataContract
 from usfmae.errors import UsfmaeError
-from usfmae.fileio import atomic_path, write_json
+from usfmae.fileio import write_json
 from usfmae.models.mae import MAEConfig, VisionTransformerEncoder
+from usfmae.models.serialize import save_safetensors
 
 StateDict = dict[str, torch.Tensor]
 
@@ -230,7 +231,6 @@ def export_hf(model: VisionTransformerEncoder, out: str | Path, legacy: bool = T
     Returns:
         ``out``.
     """
-    from safetensors.torch import save_file
 
     model = getattr(model, "encoder", model)  # an EncoderClassifier exports its encoder
     out = Path(out)
@@ -238,8 +238,7 @@ def export_hf(model: VisionTransformerEncoder, out: str | Path, legacy: bool = T
     cfg = model.cfg
     encoder_only = not hasattr(model, "decoder_embed")
     state = to_hf_state(model.state_dict(), cfg, legacy=legacy, encoder_only=encoder_only)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+    save_safetensors(state, out / "model.safetensors", metadata={"format": "pt"})
     write_json(out / "config.json", config_to_hf(cfg, encoder_only))
     write_json(out / "preprocessor_config.json", {
         "image_processor_type": "ViTImageProcessor", "do_resize": True,

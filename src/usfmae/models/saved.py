@@ -28,7 +28,8 @@ from torch import nn
 
 from usfmae.contract import DataContract
 from usfmae.errors import DataError, UsfmaeError
-from usfmae.fileio import atomic_path, ensure_output_dir, read_json, write_json
+from usfmae.fileio import ensure_output_dir, read_json, write_json
+from usfmae.models.serialize import save_safetensors
 
 FORMAT = "usfmae.task_model/1"
 KINDS = ("classifier", "segmenter")
@@ -87,7 +88,6 @@ def save_task_model(out_dir: str | os.PathLike, model: nn.Module, *, kind: str, 
         classes: class names (segmenters: index 0 is the background).
         protocol: the run's protocol record (dataset, fold, seed, recipe ...).
     """
-    from safetensors.torch import save_file
 
     if kind not in KINDS:
         raise UsfmaeError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -99,8 +99,7 @@ def save_task_model(out_dir: str | os.PathLike, model: nn.Module, *, kind: str, 
                           f"({len(expected ^ set(state))} parameter names differ)")
     card = {"format": FORMAT, "kind": kind, "arch": arch, "data_contract": contract.to_dict(),
             "classes": [str(c) for c in classes], "protocol": protocol or {}}
-    with atomic_path(out / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "usfmae": json.dumps(card, default=str)})
+    save_safetensors(state, out / WEIGHTS, metadata={"format": "pt", "usfmae": json.dumps(card, default=str)})
     write_json(out / CARD, card)
     return out / CARD
 

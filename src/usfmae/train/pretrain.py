@@ -48,9 +48,10 @@ from usfmae.data.sampling import DataPipeline, StepBatchSampler, local_rows, mix
 from usfmae.errors import ConfigError
 from usfmae.eval.figures import loss_curve, reconstruction_grid
 from usfmae.fileio import RejectLog, append_jsonl, atomic_open, atomic_path, read_jsonl
-from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read_checkpoint, save_checkpoint
+from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read_checkpoint
 from usfmae.models.mae import MaskedAutoencoderViT
 from usfmae.models.registry import create_model, list_models
+from usfmae.models.serialize import save_checkpoint
 from usfmae.runtime import configure_threads
 from usfmae.train import engine
 from usfmae.train.distributed import DistInfo, barrier, cleanup, init_from_env
