@@ -60,12 +60,15 @@ def verb(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def commands(stage: str, work: Path) -> list[str]:
+def commands(stage: str, work: Path, stages: list[str]) -> list[str]:
+    # each stage reads the previous stage's output, or the generated frames when that stage is not run
+    corpus = work / "corpus" / "manifest.parquet" if "ingest" in stages else work / "root"
+    cleaned = work / "cleaned" / "manifest.parquet" if "clean" in stages else corpus
     return {
         "ingest": ["ingest", str(work / "root"), "--out", str(work / "corpus"), "--workers", "1", "--no-progress"],
-        "clean": ["clean", str(work / "corpus" / "manifest.parquet"), "--out", str(work / "cleaned"), "--size", "64",
+        "clean": ["clean", str(corpus), "--out", str(work / "cleaned"), "--size", "64",
                   "--sheet", "0", "--no-progress"],
-        "pack": ["pack", str(work / "cleaned" / "manifest.parquet"), "--out", str(work / "shards"), "--size", "64",
+        "pack": ["pack", str(cleaned), "--out", str(work / "shards"), "--size", "64",
                  "--workers", "1", "--no-progress"],
         "embed": ["embed", str(work / "shards"), "--model", "mae_vit_micro_patch8_64", "--out",
                   str(work / "features.parquet"), "--device", "cpu", "--batch-size", "256"],
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_frames(work / "root", n)
             result.setdefault("generate_s", {})[str(n)] = round(time.perf_counter() - start, 1)
             for stage in stages:
-                figures = verb(["--threads", str(args.threads), *commands(stage, work)], env)
+                figures = verb(["--threads", str(args.threads), *commands(stage, work, stages)], env)
                 result.setdefault(stage, {})[str(n)] = {
                     "seconds": round(figures["seconds"], 2), "frames_per_s": round(n / figures["seconds"], 1),
                     "peak_rss_mb": figures["peak_rss_mb"]}

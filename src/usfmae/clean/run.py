@@ -24,9 +24,11 @@ Batch layout written by :func:`run_clean` under ``out``::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,9 +38,19 @@ import numpy as np
 
 from usfmae import imaging
 from usfmae.clean.inputs import list_inputs
+from usfmae.clean.manifest import done_index, manifest_writer, read_records, sheet_positions
 from usfmae.config import check, opt, save_config, to_dict
+from usfmae.curate.shard import in_shard, parse_shard
+from usfmae.curate.shard_runs import run_record, write_run
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, append_jsonl, atomic_path, end_with_parent, ensure_output_dir, read_jsonl
+from usfmae.fileio import (
+    RejectLog,
+    append_jsonl,
+    atomic_open,
+    atomic_path,
+    end_with_parent,
+    ensure_output_dir,
+)
 from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.runtime import configure_threads
 
@@ -61,8 +73,11 @@ class CleanConfig:
     strict: bool = opt(False, "reject frames on which readable words are left after cleaning (needs text-check)")
     max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse images with more pixels (checked from the file header)")
     allow_outside: bool = opt(False, "accept manifest paths outside the manifest's folder")
+    shard: str | None = opt(None, "clean only part I of N of the inputs (I/N, 0-based; e.g. a SLURM array "
+                                  "task); `usfmae merge` combines the N outputs")
 
     def __post_init__(self) -> None:
+        parse_shard(self.shard)
         check(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         check(16 <= self.size <= 4096, f"size must be between 16 and 4096, got {self.size}")
         check(self.resize in ("pad", "stretch"), f"resize must be pad or stretch, got {self.resize!r}")
@@ -259,75 +274,88 @@ def _init_worker() -> None:
 
 
 def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: bool = True) -> dict:
-    """Clean every image of a folder or manifest into ``out`` (resumable).
+    """Clean every image of a folder or manifest into ``out`` (resumable), or part I of N of them.
+
+    Memory stays flat in the number of images apart from the input listing: records go to
+    ``done.jsonl`` as they come, and the manifest is streamed from it in input order.
 
     Returns:
         Summary: counts of ``cleaned``, ``skipped`` (already done), ``rejected``, ``total``, and the
         paths of the manifest and contact sheet.
+
+    Raises:
+        DataError: the input holds no images at all (before any ``--shard`` split).
     """
     from tqdm import tqdm
 
     configure_threads(None, cfg.workers)  # spawned workers inherit the count through the environment
     out = ensure_output_dir(out)
     items, bad_inputs = list_inputs(source, cfg.allow_outside)
+    if not items and not bad_inputs:
+        raise DataError(f"{source}: no images to clean")
+    shard = parse_shard(cfg.shard)
+    if shard is not None:  # the partition every stage shares, keyed by the input's id
+        items = [item for item in items if in_shard(item[0], shard)]
+        bad_inputs = [bad for bad in bad_inputs if in_shard(bad["id"], shard)]
+        write_run(out, run_record("clean", str(cfg.shard), source, to_dict(cfg), finished=False))
     save_config(cfg, out / "clean_config.yaml")
     done_log = out / "done.jsonl"
-    done = {r["id"]: r for r in (read_jsonl(done_log) if done_log.exists() else [])
-            if r.get("method") == cfg.method and (out / r["path"]).exists()}
+    done = done_index(done_log, out, cfg.method)
     rejects = RejectLog(out / "rejects.jsonl", log)
     # Files rejected by an earlier run stay rejected (delete rejects.jsonl to retry them).
     rejected_before = {r.get("id") for r in rejects.read()}
     for bad in bad_inputs:
         if bad["id"] not in rejected_before:
             rejects.reject(bad["file"], bad["reason"], id=bad["id"])
-    todo = [(i, str(f), str(out), to_dict(cfg)) for i, f in items if i not in done and i not in rejected_before]
+    skipped = sum(1 for i, _ in items if i in done or i in rejected_before)
+    cfg_dict = to_dict(cfg)
+    todo = ((i, str(f), str(out), cfg_dict) for i, f in items if i not in done and i not in rejected_before)
     cleaned = 0
-    pool = mp.get_context("spawn").Pool(cfg.workers, _init_worker) if cfg.workers > 1 and len(todo) > 1 else None
+    n_todo = len(items) - skipped
+    pool = mp.get_context("spawn").Pool(cfg.workers, _init_worker) if cfg.workers > 1 and n_todo > 1 else None
     try:
         results = pool.imap(_work, todo, chunksize=4) if pool else map(_work, todo)
-        for record in tqdm(results, total=len(todo), desc=f"clean ({cfg.method})", disable=not progress,
+        for record in tqdm(results, total=n_todo, desc=f"clean ({cfg.method})", disable=not progress,
                            unit="img"):
             if "error" in record:
                 rejects.reject(record["file"], record["error"], id=record["id"])
                 continue
             append_jsonl(done_log, record)
-            done[record["id"]] = record
             cleaned += 1
     finally:
         if pool:
             pool.close()
             pool.join()
-    wanted = [i for i, _ in items if i in done]
-    manifest = out / "manifest.parquet"
-    _write_manifest(manifest, [done[i] for i in wanted])
+    done = done_index(done_log, out, cfg.method)
+    wanted = (i for i, _ in items if i in done)
+    totals, sheet = write_outputs(out, cfg, read_records(done_log, done, wanted), sum(i in done for i, _ in items))
+    if shard is not None:
+        write_run(out, run_record("clean", str(cfg.shard), source, to_dict(cfg), finished=True))
+    return {"total": len(items) + len(bad_inputs), "cleaned": cleaned, "skipped": skipped,
+            "rejected": rejects.count + len(rejected_before), **totals,
+            "manifest": str(out / "manifest.parquet"), "contact_sheet": str(sheet) if sheet else None}
+
+
+def write_outputs(out: Path, cfg: CleanConfig, records: Iterable[dict], count: int,
+                  done_log: Path | None = None) -> tuple[dict[str, int], Path | None]:
+    """Write ``manifest.parquet`` (and, when given, the resume log ``done_log``) from ``count``
+    records in manifest order, then the contact sheet; what a single run and a merge both end with.
+
+    Returns:
+        ``(totals of the summary, the contact sheet's path or None)``.
+    """
+    positions = sheet_positions(count, cfg.sheet)
+    with contextlib.ExitStack() as stack:
+        log_file = stack.enter_context(atomic_open(done_log, "w", encoding="utf-8")) if done_log else None
+        writer = stack.enter_context(manifest_writer(out / "manifest.parquet", positions, log_file))
+        for record in records:
+            writer.add(record)
     sheet = None
-    if cfg.sheet and wanted:
+    if writer.sheet_rows:
         sheet = out / "contact_sheet.png"
-        picks = [wanted[j] for j in np.linspace(0, len(wanted) - 1, min(cfg.sheet, len(wanted))).round().astype(int)]
-        write_contact_sheet(sheet, [(Path(done[i]["source"]), out / done[i]["path"], out / done[i]["mask_path"])
-                                    for i in dict.fromkeys(picks)], cfg)
-    kept = [done[i] for i in wanted]
-    return {"total": len(items) + len(bad_inputs), "cleaned": cleaned, "skipped": len(items) - len(todo),
-            "rejected": rejects.count + len(rejected_before),
-            "residual_words": sum(max(0, r.get("residual_words", 0)) for r in kept),
-            "frames_with_text": sum(r.get("residual_words", 0) > 0 for r in kept),
-            "scan_unsure": sum(r.get("scan_status") == "unsure" for r in kept),
-            "manifest": str(manifest), "contact_sheet": str(sheet) if sheet else None}
-
-
-MANIFEST_COLUMNS = ["id", "path", "mask_path", "source", "method", "width", "height", "mask_fraction",
-                    "scan_status", "scan_reason", "residual_words", "residual_text", "seconds"]
-
-
-def _write_manifest(path: Path, records: list[dict]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    defaults = {"scan_status": "", "scan_reason": "", "residual_words": -1, "residual_text": ""}  # older done.jsonl
-    table = pa.table({c: [r.get(c, defaults.get(c)) for r in records] for c in MANIFEST_COLUMNS}) if records else \
-        pa.table({c: pa.array([], pa.string()) for c in MANIFEST_COLUMNS})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        write_contact_sheet(sheet, [(Path(r["source"]), out / r["path"], out / r["mask_path"])
+                                    for r in writer.sheet_rows], cfg)
+    return writer.totals(), sheet
 
 
 def overlay_mask(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:

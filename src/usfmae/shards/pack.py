@@ -25,12 +25,14 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from usfmae import imaging
-from usfmae.config import check, opt
+from usfmae.config import check, opt, to_dict
+from usfmae.curate.shard import in_shard, parse_shard
+from usfmae.curate.shard_runs import run_record, write_run
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, printable_name, resolve_under
 from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, IMAGE_SUFFIXES
 from usfmae.runtime import configure_threads
-from usfmae.shards.store import ShardReader, ShardWriter, check_layout, is_shard_dir
+from usfmae.shards.store import ShardWriter, check_layout, packed_ids
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,11 @@ class PackConfig:
     allow_outside: bool = opt(False, "accept manifest paths outside the manifest's folder")
     fit: str = opt("pad", "how frames become square: pad (aspect kept, black borders) or stretch",
                    choices=list(FIT_POLICIES))
+    shard: str | None = opt(None, "pack only part I of N of the frames (I/N, 0-based; e.g. a SLURM array "
+                                  "task); `usfmae merge` combines the N shard folders")
 
     def __post_init__(self) -> None:
+        parse_shard(self.shard)
         check(8 <= self.size <= 4096, f"--size must be between 8 and 4096, got {self.size}")
         check(self.channels in (1, 3), f"--channels must be 1 or 3, got {self.channels}")
         check(self.shard_size >= 1, f"--shard-size must be positive, got {self.shard_size}")
@@ -89,7 +94,10 @@ def list_corpus(corpus: str | os.PathLike, allow_outside: bool = False) -> list[
         return items
     if corpus.is_file() and corpus.suffix == ".parquet":
         try:
-            table = pq.read_table(corpus)
+            names = pq.read_schema(corpus).names
+            # only the columns packing uses: a clean manifest's other columns would cost memory per row
+            table = pq.read_table(corpus, columns=[c for c in ("id", "path", "status", "source", "label")
+                                                   if c in names])
         except Exception as exc:  # pyarrow raises several types for a broken file
             raise DataError(f"{corpus}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
         missing = {"id", "path"} - set(table.column_names)
@@ -145,33 +153,51 @@ def _decoded(items: list[CorpusItem], cfg: PackConfig) -> Iterator[tuple[CorpusI
 
 def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConfig,
                 progress: bool = True) -> dict:
-    """Pack ``corpus`` into shards under ``out`` (resumable); returns counts for the summary line."""
+    """Pack ``corpus`` (or, with ``cfg.shard``, part I of N of its frames) into shards under ``out``
+    (resumable); returns counts for the summary line.
+
+    Raises:
+        DataError: the corpus holds no frames at all, or an id appears twice.
+    """
     configure_threads(None, cfg.workers)
     out = Path(out)
     items = list_corpus(corpus, cfg.allow_outside)
-    ids = [item.id for item in items]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i, n in Counter(ids).items() if n > 1)
+    if not items:
+        raise DataError(f"{corpus}: no images to pack")
+    counts = Counter(item.id for item in items)
+    if len(counts) != len(items):
+        dup = next(i for i, n in counts.items() if n > 1)
         raise DataError(f"{corpus}: id {dup!r} appears more than once")
+    del counts
+    shard = parse_shard(cfg.shard)
+    if shard is not None:  # the partition every stage shares, keyed by the frame's id
+        items = [item for item in items if in_shard(item.id, shard)]
     rejects = RejectLog(out / "rejects.jsonl", log)
     rejected = {r.get("id") for r in rejects.read()}
     check_layout(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size, cfg.fit)
-    packed = set(ShardReader(out).ids) if is_shard_dir(out) else set()
+    if shard is not None:
+        write_run(out, run_record("pack", str(cfg.shard), corpus, to_dict(cfg), finished=False))
+    packed = packed_ids(out)
     if items and all(i.id in packed or i.id in rejected for i in items):
+        if shard is not None:
+            write_run(out, run_record("pack", str(cfg.shard), corpus, to_dict(cfg), finished=True))
         return {"frames": len(packed), "added": 0, "rejected": 0, "skipped": len(items)}
+    del packed
     # OpenCV's own warnings about a broken file would add lines to our one-line reject message
     cv_level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        added = _pack_items(items, rejected, rejects, out, cfg, progress)
+        added, frames = _pack_items(items, rejected, rejects, out, cfg, progress)
     finally:
         cv2.utils.logging.setLogLevel(cv_level)
-    frames = len(ShardReader(out))
+    if shard is not None:
+        write_run(out, run_record("pack", str(cfg.shard), corpus, to_dict(cfg), finished=True))
     return {"frames": frames, "added": added, "rejected": rejects.count, "skipped": len(items) - added - rejects.count}
 
 
 def _pack_items(items: list[CorpusItem], rejected: set, rejects: RejectLog, out: Path, cfg: PackConfig,
-                progress: bool) -> int:
+                progress: bool) -> tuple[int, int]:
+    """Decode and append the frames not yet done; returns ``(frames added, frames in the folder)``."""
     added = 0
     with ShardWriter(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size, cfg.fit) as writer:
         done = writer.done_ids
@@ -183,4 +209,4 @@ def _pack_items(items: list[CorpusItem], rejected: set, rejects: RejectLog, out:
                 continue
             writer.add(result, item.id, item.source, item.label)
             added += 1
-    return added
+    return added, len(writer)

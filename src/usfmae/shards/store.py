@@ -74,6 +74,14 @@ def check_layout(root: str | os.PathLike, frame_shape: Sequence[int], shard_size
         raise DataError(f"{root}: already packed with --fit {old_fit}, not {fit}; use another --out folder")
 
 
+def packed_ids(root: str | os.PathLike) -> set[str]:
+    """Ids of the frames a shard folder holds (empty when it is none): only the id column is read."""
+    root = Path(root)
+    if not is_shard_dir(root):
+        return set()
+    return set(pq.read_table(root / INDEX_NAME, columns=["id"]).column("id").to_pylist())
+
+
 def _read_index(root: Path) -> dict[str, list]:
     table = pq.read_table(root / INDEX_NAME)
     return {name: table.column(name).to_pylist() for name in _INDEX_SCHEMA.names}
@@ -104,7 +112,9 @@ class ShardWriter:
         self.shard_size = int(shard_size)
         self.fit = fit  # how the frames were made square (usfmae.imaging.fit), recorded in shards.json
         self.root.mkdir(parents=True, exist_ok=True)
-        self._rows: dict[str, list] = {name: [] for name in _INDEX_SCHEMA.names}
+        # index rows of the complete shards, one Arrow table each: ~40 bytes a frame, not Python objects
+        self._tables: list[pa.Table] = []
+        self._n_done = 0
         self._open: np.memmap | None = None
         self._open_tmp: Path | None = None
         self._fill = 0
@@ -117,8 +127,8 @@ class ShardWriter:
             stale.unlink()  # a shard that was being filled (or trimmed) when the last run stopped
         if is_shard_dir(self.root):
             check_layout(self.root, self.frame_shape, self.shard_size, self.fit)
-            rows = _read_index(self.root)
-            shards = np.asarray(rows["shard"], dtype=np.int64)
+            table = pq.read_table(self.root / INDEX_NAME).cast(_INDEX_SCHEMA)
+            shards = table.column("shard").to_numpy().astype(np.int64)
             counts = np.bincount(shards) if len(shards) else np.zeros(0, dtype=np.int64)
             # keep the leading run of complete shards that exist on disk; drop everything after
             keep = 0
@@ -126,7 +136,8 @@ class ShardWriter:
                    and (self.root / shard_name(keep)).is_file()):
                 keep += 1
             n_keep = keep * self.shard_size
-            self._rows = {name: values[:n_keep] for name, values in rows.items()}
+            self._tables = [table.slice(0, n_keep)] if n_keep else []
+            self._n_done = n_keep
             self._shards_done = keep
             if n_keep < len(shards):
                 self._write_index()  # the index must never list a shard about to be deleted
@@ -137,15 +148,16 @@ class ShardWriter:
                 path.unlink()  # partial or orphaned shard: its frames are packed again
         if self._shards_done:
             log.info("resuming %s: %d complete shard(s), %d frames kept", self.root, self._shards_done,
-                     len(self._rows["id"]))
+                     self._n_done)
 
     @property
     def done_ids(self) -> set[str]:
         """Ids of frames already packed in complete shards (plus any added in this session)."""
-        return set(self._rows["id"]) | {p[0] for p in self._pending}
+        done = {frame_id for table in self._tables for frame_id in table.column("id").to_pylist()}
+        return done | {p[0] for p in self._pending}
 
     def __len__(self) -> int:
-        return len(self._rows["id"]) + self._fill
+        return self._n_done + self._fill
 
     # -- writing ------------------------------------------------------------------------------
     def add(self, frame: np.ndarray, frame_id: str, source: str = "", label: str | None = None) -> int:
@@ -196,25 +208,24 @@ class ShardWriter:
                 del trimmed
             del self._open
             self._open_tmp.unlink()
-        start = len(self._rows["id"])
-        self._rows["index"].extend(range(start, start + n))
-        self._rows["shard"].extend([number] * n)
-        self._rows["offset"].extend(range(n))
-        for frame_id, source, label in self._pending:
-            self._rows["id"].append(frame_id)
-            self._rows["source"].append(source)
-            self._rows["label"].append(label)
+        start = self._n_done
+        ids, sources, labels = zip(*self._pending, strict=True)
+        self._tables.append(pa.table({
+            "index": np.arange(start, start + n, dtype=np.int64), "shard": np.full(n, number, dtype=np.int32),
+            "offset": np.arange(n, dtype=np.int32), "id": list(ids), "source": list(sources), "label": list(labels),
+        }, schema=_INDEX_SCHEMA))
+        self._n_done += n
         self._open, self._open_tmp, self._fill, self._pending = None, None, 0, []
         self._shards_done += 1
         self._write_index()
 
     def _write_index(self) -> None:
-        table = pa.table(self._rows, schema=_INDEX_SCHEMA)
+        table = pa.concat_tables(self._tables) if self._tables else _INDEX_SCHEMA.empty_table()
         with atomic_path(self.root / INDEX_NAME) as tmp:
             pq.write_table(table, tmp)
         write_json(self.root / META_NAME, {
             "format": FORMAT, "version": VERSION, "frame_shape": list(self.frame_shape), "dtype": "uint8",
-            "shard_size": self.shard_size, "num_frames": len(self._rows["id"]), "num_shards": self._shards_done,
+            "shard_size": self.shard_size, "num_frames": self._n_done, "num_shards": self._shards_done,
             "fit": self.fit,
         })
 
