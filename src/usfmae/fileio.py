@@ -283,21 +283,3 @@ class RejectLog:
 
     def read(self) -> list[dict]:
         return read_jsonl(self.path) if self.path.exists() else []
-
-
-def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Make ``dst`` the file ``src``: a hard link (no copy, no space), or an atomic copy across
-    file systems; a ``dst`` that is already that file is left alone."""
-    import shutil
-
-    src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        if os.path.samefile(src, dst):
-            return
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or hard links not allowed
-        with atomic_path(dst) as tmp:
-            shutil.copy2(src, tmp)

@@ -28,9 +28,9 @@ from usfmae.clean.inputs import list_inputs
 from usfmae.clean.manifest import iter_manifest
 from usfmae.clean.run import CleanConfig, write_outputs
 from usfmae.config import build_config, save_config
-from usfmae.curate.shard_runs import check_runs, in_input_order, read_run
+from usfmae.curate.shard_runs import check_runs, in_input_order, link_or_copy, read_run
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, atomic_open, ensure_output_dir, link_or_copy
+from usfmae.fileio import RejectLog, atomic_open, ensure_output_dir
 
 
 def is_clean_shard(folder: str | os.PathLike) -> bool:

@@ -15,13 +15,14 @@ neither did nor rejected is an error, which is how a merge proves that every inp
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from usfmae.curate.shard import parse_shard, shard_of
 from usfmae.errors import ConfigError, DataError
-from usfmae.fileio import read_json, write_json
+from usfmae.fileio import atomic_path, read_json, write_json
 
 T = TypeVar("T")
 
@@ -148,3 +149,19 @@ def in_input_order(inputs: Iterable[tuple[str, str]], streams: Sequence[Iterator
         if head is not _END:
             raise DataError(f"{names[index]}: holds {key_of(head)!r} (shard {index}/{count}), which the input "  # type: ignore[arg-type]
                             "does not list there now; rerun that shard on the current input, then merge")
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` the file ``src``: a hard link (no copy, no space), or an atomic copy across
+    file systems; a ``dst`` that is already that file is left alone."""
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        if os.path.samefile(src, dst):
+            return
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or hard links not allowed
+        with atomic_path(dst) as tmp:
+            shutil.copy2(src, tmp)
