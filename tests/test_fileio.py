@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from usfmae.fileio import RejectLog, append_jsonl, atomic_open, read_jsonl, write_json
+from usfmae.fileio import NAME_BYTES, RejectLog, append_jsonl, atomic_open, fit_name, read_jsonl, write_json
 
 
 def test_atomic_open_replaces_only_on_success(tmp_path) -> None:
@@ -140,3 +140,12 @@ def test_reserve_space_allocates(tmp_path) -> None:
         handle.truncate(1 << 20)
     reserve_space(path)
     assert os.stat(path).st_blocks * 512 >= 1 << 20
+
+
+@pytest.mark.parametrize("name", ["x" * 250, "\u00e9" * 150, "img_" + "\u8d85" * 90])
+def test_fit_name_keeps_ids_under_the_name_limit_distinct_and_stable(tmp_path, name) -> None:
+    fitted = fit_name(name)
+    assert len(fitted.encode()) <= NAME_BYTES and fitted == fit_name(name)  # stable: resume finds it
+    assert fitted != fit_name(name[:-1] + "y") and fitted.startswith(name[:20])
+    (tmp_path / f".{fitted}_00000.png.abcdefgh.png").write_bytes(b"")  # what atomic_path adds still fits
+    assert fit_name("short.png") == "short.png"

@@ -12,6 +12,7 @@ from usfmae.imaging import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     FitGeometry,
+    encoded_damage,
     fit,
     fit_geometry,
     read_image,
@@ -123,11 +124,35 @@ def test_read_image_bad_files_raise_one_line(tmp_path, content):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_read_image_truncated_png(tmp_path):
+def _spoil(data: bytes, how: str) -> bytes:
+    if how == "cut":
+        return data[:200]
+    if how == "no_end":
+        return data[:-12]  # every chunk whole, IEND missing
+    spoiled = bytearray(data)
+    spoiled[len(data) // 2] ^= 0xFF  # one byte inside IDAT
+    return bytes(spoiled)
+
+
+@pytest.mark.parametrize(("how", "reason"), [("cut", "truncated PNG (chunk IDAT cut off)"),
+                                             ("no_end", "truncated PNG (no IEND chunk)"),
+                                             ("flip", "damaged PNG (CRC mismatch in chunk IDAT)")])
+def test_read_image_damaged_png_is_one_reason_and_libpng_stays_quiet(tmp_path, capfd, how, reason):
     path = _write(tmp_path / "t.png", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=U8))
-    path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(DataError, match="not a readable image"):
+    path.write_bytes(_spoil(path.read_bytes(), how))
+    with pytest.raises(DataError) as info:
         read_image(path)
+    assert str(info.value) == f"{path}: {reason}"
+    assert capfd.readouterr().err == ""  # libpng prints its errors to fd 2; it never saw this file
+
+
+def test_encoded_damage_passes_intact_files_and_names_a_cut_jpeg():
+    image = np.random.default_rng(1).integers(0, 255, (32, 48, 3), dtype=U8)
+    png, jpeg = (cv2.imencode(ext, image)[1].tobytes() for ext in (".png", ".jpg"))
+    assert encoded_damage(png) is None and encoded_damage(np.frombuffer(png, U8)) is None
+    assert encoded_damage(jpeg) is None and encoded_damage(jpeg + bytes(100)) is None  # zero padding is fine
+    assert encoded_damage(jpeg[:-50]) == "truncated JPEG (no end-of-image marker)"
+    assert encoded_damage(b"BM" + bytes(60)) is None  # other formats: their decoder decides
 
 
 def test_read_image_max_pixels(tmp_path):

@@ -14,9 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-# OpenCV prints its own multi-line warnings for undecodable files; the stage that skips the file
-# already reports it in one line. Set before any module imports cv2 (worker processes inherit it).
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+# OpenCV logs its own lines for undecodable files ("[ERROR:0@...] imdecode_ ...", "TIFF_Error"),
+# without the file name; the stage that skips the file already reports it in one line, and real
+# OpenCV failures raise cv2.error. Set before any module imports cv2 (worker processes inherit it).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 from usfmae import __version__, runtime  # noqa: E402
 from usfmae.errors import UsfmaeError, os_error_line  # noqa: E402

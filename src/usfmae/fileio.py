@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,25 @@ def is_utf8(name: str | os.PathLike) -> bool:
 def printable_name(name: str | os.PathLike) -> str:
     """``name`` with bytes that are not UTF-8 shown as ``\\xNN``: safe to print, log and store."""
     return os.fsencode(str(name)).decode("utf-8", "backslashreplace")
+
+
+# Room under NAME_MAX (255 bytes on ext4, XFS, tmpfs) for what stages add to an id made from an input's
+# name: a frame number, a suffix, and atomic_path's temporary ".NAME.XXXXXXXX.png".
+NAME_BYTES = 200
+
+
+def fit_name(name: str, limit: int = NAME_BYTES) -> str:
+    """``name`` when it is at most ``limit`` bytes of UTF-8, else its start, ``~`` and a hash of all of it.
+
+    Output files are named after input files, and file systems refuse names over 255 bytes: a
+    250-byte input name stopped a whole ingest. The hash keeps long names that share their start
+    apart, and the same name always gives the same result, so a resumed run finds its earlier outputs.
+    """
+    data = name.encode("utf-8", "surrogateescape")
+    if len(data) <= limit:
+        return name
+    digest = hashlib.sha1(data).hexdigest()[:12]
+    return data[:limit - len(digest) - 1].decode("utf-8", "ignore") + "~" + digest  # cut between characters
 
 
 def unsafe_id(item_id: str) -> str | None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def header_pixels(data: bytes | np.ndarray, name: str | Path = "image") -> int:
     buffer = io.BytesIO(data.tobytes() if isinstance(data, np.ndarray) else data)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # DecompressionBombWarning (our limit is checked below) and "Corrupt EXIF data" of a
+            # damaged file: the caller's one reject line says what matters
+            warnings.simplefilter("ignore")
             with Image.open(buffer) as image:  # lazy: reads the header only
                 width, height = image.size
     except Image.DecompressionBombError as exc:
@@ -81,6 +84,48 @@ def header_pixels(data: bytes | np.ndarray, name: str | Path = "image") -> int:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{name}: not a readable image (unrecognised header)") from exc
     return int(width) * int(height)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_damage(data: bytes | memoryview) -> str | None:
+    """Why a PNG file is damaged (cut off, or a chunk whose CRC-32 does not match), or None when intact.
+
+    libpng reports a damaged file by printing ``libpng error: ...`` straight to stderr (a line with
+    no file name beside the reject line) before OpenCV returns nothing. Walking the chunks first
+    (CRC-32 at C speed, ~0.1 ms for a 640x480 frame) refuses cut and bit-flipped files with a reason
+    that names the chunk, and libpng never sees them.
+    """
+    view, pos = memoryview(data), len(_PNG_SIGNATURE)
+    while pos + 12 <= len(view):
+        length = int.from_bytes(view[pos:pos + 4], "big")
+        kind = bytes(view[pos + 4:pos + 8]).decode("latin-1")
+        end = pos + 12 + length
+        if end > len(view):
+            return f"truncated PNG (chunk {kind} cut off)"
+        if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
+            return f"damaged PNG (CRC mismatch in chunk {kind})"
+        if kind == "IEND":
+            return None
+        pos = end
+    return "truncated PNG (no IEND chunk)"
+
+
+def encoded_damage(data: bytes | np.ndarray) -> str | None:
+    """Why an encoded image is damaged in a way its decoder would not say cleanly, or None.
+
+    A JPEG without its end-of-image marker (libjpeg fills the missing part with gray and only
+    warns) and a cut or bit-flipped PNG (:func:`png_damage`). Every decoder of image files calls this
+    first (``decode_image`` here, ingest's reader).
+    """
+    view = memoryview(data.data if isinstance(data, np.ndarray) else data)
+    head = bytes(view[:8])
+    if head[:2] == b"\xff\xd8" and not bytes(view).rstrip(b"\0").endswith(b"\xff\xd9"):
+        return "truncated JPEG (no end-of-image marker)"
+    if head == _PNG_SIGNATURE:
+        return png_damage(view)
+    return None
 
 
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -107,12 +152,11 @@ def decode_image(data: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXE
     """:func:`read_image` for encoded bytes already in memory (``name`` only labels errors)."""
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
     pixels = header_pixels(buf, name)
-    if buf[:2].tobytes() == b"\xff\xd8" and not buf.tobytes().rstrip(b"\0").endswith(b"\xff\xd9"):
-        # libjpeg fills a cut-off JPEG with gray and only warns: refuse it instead
-        raise DataError(f"{name}: truncated JPEG (no end-of-image marker)")
     if pixels > max_pixels:
         raise DataError(f"{name}: image has {pixels} pixels, more than the limit of {max_pixels} "
                         f"(raise --max-pixels to accept it)")
+    if damage := encoded_damage(buf):
+        raise DataError(f"{name}: {damage}")
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

@@ -199,7 +199,7 @@ def test_time_sampler_slow_source_keeps_every_frame():
 
 @pytest.mark.parametrize("name, content, message", [
     ("empty.png", b"", "empty file"),
-    ("trunc.png", "png_head", "cannot decode"),
+    ("trunc.png", "png_head", "truncated PNG"),
     ("trunc.jpg", "jpg_head", "truncated JPEG"),
     ("noise.dcm", b"\x00" * 200, "not a readable DICOM"),
     ("notes.txt", b"hello", "unsupported file type .txt"),

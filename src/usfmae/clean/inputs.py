@@ -18,7 +18,7 @@ from pathlib import Path
 
 from usfmae.curate.frames import DICOM_SUFFIXES, VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from usfmae.errors import DataError
-from usfmae.fileio import is_utf8, printable_name, resolve_under, unsafe_id
+from usfmae.fileio import fit_name, is_utf8, printable_name, resolve_under, unsafe_id
 from usfmae.imaging import IMAGE_SUFFIXES
 
 Item = tuple[str, Path]
@@ -42,6 +42,7 @@ def _folder_inputs(source: Path) -> tuple[list[Item], list[Reject]]:
         item_id = "__".join(rel.with_suffix("").parts)
         if stems[item_id] > 1:  # img.png and img.tif: the suffix tells them apart
             item_id += "_" + path.suffix.lower().lstrip(".")
+        item_id = fit_name(item_id)  # it names output files: keep under the file system's 255 bytes
         if not is_utf8(str(rel)):
             rejects.append({"id": printable_name(item_id), "file": printable_name(path),
                             "reason": "file name is not valid UTF-8 (rename the file)"})

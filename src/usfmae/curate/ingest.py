@@ -64,6 +64,7 @@ from usfmae.fileio import (
     atomic_path,
     end_with_parent,
     ensure_output_dir,
+    fit_name,
     is_utf8,
     printable_name,
 )
@@ -138,7 +139,7 @@ class IngestConfig:
 
 def _frame_id(rel: Path, index: int) -> str:
     # "Src/a/b.dcm", 3 -> "Src/a/b_dcm_00003": unique per file and frame, readable, a valid path.
-    return rel.with_name(rel.name.replace(".", "_")).as_posix() + f"_{index:05d}"
+    return rel.with_name(fit_name(rel.name.replace(".", "_"))).as_posix() + f"_{index:05d}"
 
 
 def distinct_levels(pixels: np.ndarray) -> int:

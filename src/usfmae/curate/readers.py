@@ -60,7 +60,7 @@ from usfmae.curate.video import (  # noqa: F401 (re-exported)
     video_frame_pixels,
 )
 from usfmae.errors import DataError
-from usfmae.imaging import DEFAULT_MAX_PIXELS, header_pixels
+from usfmae.imaging import DEFAULT_MAX_PIXELS, encoded_damage, header_pixels
 
 
 def _suffix(path: Path) -> str:
@@ -105,9 +105,8 @@ def read_image(path: Path, group_id: str, scale: str = "bits", max_pixels: int |
     if not data:
         raise ReadError("empty file")
     suffix = _suffix(path)
-    if suffix in (".jpg", ".jpeg", ".jpe") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        # libjpeg fills a cut-off JPEG with gray and only warns: refuse it here instead.
-        raise ReadError("truncated JPEG (no end-of-image marker)")
+    if damage := encoded_damage(data):
+        raise ReadError(damage)
     if max_pixels is not None:
         try:
             pixels = header_pixels(data, path.name)
