@@ -64,6 +64,27 @@ def test_bad_files_are_skipped_and_logged(phantom_dataset: Path, weights: Path, 
     assert np.load(tmp_path / "f.npy").shape == (3, 128)
 
 
+def test_a_file_name_that_is_not_utf8_is_rejected_not_a_crash(phantom_dataset: Path, weights: Path,
+                                                              tmp_path: Path) -> None:
+    import os
+
+    import pyarrow.parquet as pq
+
+    from usfmae.downstream.embed import embed
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = sorted((phantom_dataset / "images").glob("*.png"))[0].read_bytes()
+    (folder / "fine.png").write_bytes(image)
+    with open(os.path.join(os.fsencode(folder), b"\xff\xfe_latin1.png"), "wb") as handle:
+        handle.write(image)
+    summary = embed(folder, tmp_path / "f.parquet", weights=weights)
+    assert (summary["n"], summary["rejected"]) == (1, 1)
+    assert pq.read_table(tmp_path / "f.parquet").column("path").to_pylist() == [str(folder / "fine.png")]
+    reject = json.loads((tmp_path / "f.parquet.rejects.jsonl").read_text())
+    assert reject["file"].endswith("\\xff\\xfe_latin1.png") and "not valid UTF-8" in reject["reason"]
+
+
 def test_embed_cli(phantom_dataset: Path, weights: Path, tmp_path: Path, capsys) -> None:
     from usfmae.cli import main
 

@@ -30,7 +30,7 @@ from usfmae.data import labelled
 from usfmae.data.images import iter_image_batches, list_images
 from usfmae.downstream.features import FeatureWriter, iter_feature_rows, read_metadata
 from usfmae.errors import ConfigError, DataError, UsfmaeError
-from usfmae.fileio import RejectLog, atomic_open, printable_name
+from usfmae.fileio import RejectLog, atomic_open, is_utf8, printable_name
 from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.models.encoder import PooledEncoder, forward_pooled, load_encoder, pick_device
 from usfmae.runtime import configure_threads
@@ -210,15 +210,20 @@ def embed(source: str | Path, out: str | Path, weights: str | Path | None = None
                     "device": device, "num_workers": num_workers, "overrides": overrides or {}, "fit": fit,
                     "max_pixels": max_pixels}
         meta["shard_run"] = run_record("embed", str(shard), source, settings, finished=True)
+    n_chosen = len(chosen)  # before unreadable names are dropped: none readable is an error, not an empty part
     if store.is_shard_dir(source):  # packed frames: no decoding, the fast path
         batches = iter_shard_features(store.ShardReader(source), model, contract, pool, batch_size, device,
                                       progress, indices=chosen)
     else:
+        # a name with undecodable bytes cannot be stored in the features' path column (UTF-8)
+        for i in chosen:
+            if not is_utf8(keys[i][1]):
+                rejects.reject(keys[i][1], "file name is not valid UTF-8 (rename the file)")
+        chosen = np.array([i for i in chosen if is_utf8(keys[i][1])], dtype=np.int64)
         paths = [Path(keys[i][1]) for i in chosen]
         local = iter_features_from_files(model, paths, contract, pool, batch_size, device, num_workers,
                                          rejects, progress, max_pixels)
         batches = ((feats, chosen[index]) for feats, index in local)
-    n_chosen = len(chosen)
     writer = FeatureWriter(out, meta)
     with writer:
         for feats, index in batches:
