@@ -3,7 +3,9 @@
 INPUT is a folder of images (searched recursively) or a Parquet manifest written by `usfmae ingest`
 (rows with status "ok"). For each image the command writes a cleaned PNG and the mask of removed
 pixels, then a manifest.parquet, rejects.jsonl and a before/after contact sheet. Re-running skips
-images already cleaned with the same method.
+images already cleaned with the same method. With --shard I/N a run cleans only part I of N of the
+images (the split of `usfmae ingest --shard`: a SLURM array task each); `usfmae merge` then checks that
+all N finished and writes what one run writes (same manifest rows, images hard-linked).
 
 Methods:
   usfmae  (default) finds the scan fan, blanks everything drawn on the screen around it, removes thin

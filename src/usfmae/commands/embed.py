@@ -6,7 +6,9 @@ manifest's folder), or a labelled dataset spec KIND:PATH. Unreadable files are s
 `.rejects.jsonl`. Images are decoded and fitted as in pretraining (the encoder's data contract:
 size, channels, statistics, and fit: pad = aspect kept with black borders, or stretch; --fit
 overrides it); shards packed at that size, channels and fit give the same features. Parquet output has columns `path` and `feature` (a list of D floats);
-.npy output is an (N, D) float32 array with the paths in a sibling `.paths.txt`.
+.npy output is an (N, D) float32 array with the paths in a sibling `.paths.txt`. With --shard I/N
+(Parquet output) a run embeds only part I of N of the inputs; `usfmae merge` then checks that all N
+finished and writes the features one run writes, in the same order.
 
 Examples:
   usfmae embed --weights demo_out/4_pretrain/checkpoints/final.pt demo_out/1_task/images --out feats.parquet

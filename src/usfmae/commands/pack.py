@@ -9,7 +9,9 @@ grayscale (--channels 1, the default) or RGB (--channels 3). Pack at the encoder
 fit, and `usfmae embed` / `usfmae pretrain` on the shards see the pixels they would see on the files.
 
 Re-running resumes: complete shards are kept, the last partial shard is rewritten, and files
-listed in SHARDS/rejects.jsonl (unreadable images) are not retried.
+listed in SHARDS/rejects.jsonl (unreadable images) are not retried. With --shard I/N a run packs
+only part I of N of the frames (a SLURM array task each); `usfmae merge` then checks that all N
+finished and repacks them into the shard files one run writes (same ids and pixels, same order).
 
 Example:
     usfmae pack corpus/manifest.parquet --out shards/ --size 224 --channels 1
