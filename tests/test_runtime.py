@@ -107,3 +107,21 @@ def test_a_verb_sizes_its_threads_to_its_workers(restore_threads, monkeypatch, p
     assert cli.main(["pack", str(phantom_dataset / "clean"), "--out", str(tmp_path / "shards"), "--size", "32",
                      "--workers", "2"]) == 0
     assert torch.get_num_threads() == 2  # 4 cores / 2 decode threads
+
+
+@pytest.fixture
+def restore_bars():
+    yield
+    runtime.quiet_progress_bars(False)
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bars_show_on_a_terminal_only(restore_bars, monkeypatch, phantom_dataset, tmp_path, capsys, tty):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    assert cli.main(["pack", str(phantom_dataset / "clean"), "--out", str(tmp_path / "shards"), "--size", "32"]) == 0
+    err = capsys.readouterr().err
+    assert ("pack: 100%" in err) == tty  # a log file or a pipe gets no carriage-return redraws
+    assert runtime.progress_bar(range(3), enabled=True).disable is not tty
+    assert runtime.progress_bar(range(3), enabled=False).disable

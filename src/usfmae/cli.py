@@ -99,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     runtime.set_thread_option(args.threads)
+    # a log file or a pipe: a bar's carriage-return redraws would become thousands of lines
+    runtime.quiet_progress_bars(not sys.stderr.isatty())
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="usfmae: %(message)s", stream=sys.stderr)
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 _TORCH_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # read when torch starts
 _CV_VARS = ("OPENCV_FOR_THREADS_NUM",)  # read when OpenCV starts
@@ -115,3 +116,21 @@ def configure_threads(threads: int | None, workers: int) -> int:
     if "cv2" in sys.modules:
         sys.modules["cv2"].setNumThreads(cv_count)
     return torch_count
+
+
+# ----------------------------------------------------------------------------------------- progress
+_quiet_bars = [False]  # set by the CLI when stderr is not a terminal
+
+
+def quiet_progress_bars(quiet: bool = True) -> None:
+    """Hide every progress bar of this process (the CLI calls it when stderr is a log file or a pipe,
+    where a bar's carriage-return redraws become thousands of lines)."""
+    _quiet_bars[0] = quiet
+
+
+def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> Any:
+    """A ``tqdm`` bar over ``iterable`` (or a manual one with ``total=``), shown when ``enabled`` and
+    the output is interactive (see :func:`quiet_progress_bars`); every stage's bar is made here."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, disable=not enabled or _quiet_bars[0], **kwargs)

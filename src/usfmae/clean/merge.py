@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from usfmae.clean.inputs import list_inputs
 from usfmae.clean.manifest import iter_manifest
@@ -31,6 +30,7 @@ from usfmae.config import build_config, save_config
 from usfmae.curate.shard_runs import check_runs, in_input_order, link_or_copy, read_run
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, atomic_open, ensure_output_dir
+from usfmae.runtime import progress_bar
 
 
 def is_clean_shard(folder: str | os.PathLike) -> bool:
@@ -77,7 +77,7 @@ def merge_clean(shard_folders: Sequence[str | os.PathLike], out: str | os.PathLi
     merged = in_input_order(inputs, [rows_of(f) for f in ordered], lambda pair: pair[0]["id"], rejected, names)
 
     def linked() -> Iterator[dict]:
-        for row, folder in tqdm(merged, total=count, desc="merge clean", unit="img", disable=not progress):
+        for row, folder in progress_bar(merged, total=count, desc="merge clean", unit="img", enabled=progress):
             link_or_copy(folder / row["path"], out / row["path"])
             link_or_copy(folder / row["mask_path"], out / row["mask_path"])
             yield row

@@ -52,7 +52,7 @@ from usfmae.fileio import (
     ensure_output_dir,
 )
 from usfmae.imaging import DEFAULT_MAX_PIXELS
-from usfmae.runtime import configure_threads
+from usfmae.runtime import configure_threads, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +286,6 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     Raises:
         DataError: the input holds no images at all (before any ``--shard`` split).
     """
-    from tqdm import tqdm
-
     configure_threads(None, cfg.workers)  # spawned workers inherit the count through the environment
     out = ensure_output_dir(out)
     items, bad_inputs = list_inputs(source, cfg.allow_outside)
@@ -315,7 +313,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     pool = mp.get_context("spawn").Pool(cfg.workers, _init_worker) if cfg.workers > 1 and n_todo > 1 else None
     try:
         results = pool.imap(_work, todo, chunksize=4) if pool else map(_work, todo)
-        for record in tqdm(results, total=n_todo, desc=f"clean ({cfg.method})", disable=not progress,
+        for record in progress_bar(results, total=n_todo, desc=f"clean ({cfg.method})", enabled=progress,
                            unit="img"):
             if "error" in record:
                 rejects.reject(record["file"], record["error"], id=record["id"])

@@ -22,6 +22,7 @@ from usfmae.contract import imagenet_contract, prepare
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 from usfmae.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from usfmae.runtime import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ def iter_image_batches(paths: Sequence[str | Path], img_size: int, in_chans: int
                         collate_fn=collate_skip)
     bar = None
     if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(files), unit="img", desc="images")
+        bar = progress_bar(total=len(files), unit="img", desc="images")
     for batch in loader:
         for index, reason in batch["bad"]:
             if rejects is not None:

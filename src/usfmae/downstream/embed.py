@@ -20,7 +20,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from usfmae.config import check, opt
 from usfmae.contract import DataContract, normalise, prepare
@@ -33,7 +32,7 @@ from usfmae.errors import ConfigError, DataError, UsfmaeError
 from usfmae.fileio import RejectLog, atomic_open, is_utf8, printable_name
 from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.models.encoder import PooledEncoder, forward_pooled, load_encoder, pick_device
-from usfmae.runtime import configure_threads
+from usfmae.runtime import configure_threads, progress_bar
 from usfmae.shards import store
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def iter_shard_features(reader: store.ShardReader, model: nn.Module, contract: D
                     reader.root, h, w, c, reader.fit, contract.img_size, contract.img_size, contract.in_chans,
                     contract.fit)
     indices = np.arange(len(reader)) if indices is None else np.asarray(indices, dtype=np.int64)
-    for start in tqdm(range(0, len(indices), batch_size), unit="batch", desc="features", disable=not progress):
+    for start in progress_bar(range(0, len(indices), batch_size), unit="batch", desc="features", enabled=progress):
         index = indices[start:start + batch_size]
         frames = reader.read_batch(index)  # (B, H, W, C)
         if as_is:
@@ -280,7 +279,7 @@ def merge_embeddings(shard_files: Sequence[str | os.PathLike], out: str | os.Pat
                             rejected, names)
     chunk: list[tuple[str, np.ndarray]] = []
     with FeatureWriter(out, meta) as writer:
-        for row in tqdm(merged, total=total, desc="merge embed", unit="img", disable=not progress):
+        for row in progress_bar(merged, total=total, desc="merge embed", unit="img", enabled=progress):
             chunk.append(row)
             if len(chunk) == 4096:
                 writer.add(np.stack([f for _, f in chunk]), [name for name, _ in chunk])

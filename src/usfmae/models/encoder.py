@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from usfmae.contract import DataContract, normalise, resolve_contract
 from usfmae.errors import DataError, UsfmaeError
 from usfmae.models import adapters, checkpoint, registry
+from usfmae.runtime import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def extract_features(model: nn.Module, images: torch.Tensor, mean: Sequence[floa
     out = []
     starts = range(0, len(images), batch_size)
     if progress:
-        starts = tqdm(starts, unit="batch", desc="features")
+        starts = progress_bar(starts, unit="batch", desc="features")
     for start in starts:
         batch = normalise(images[start:start + batch_size].to(device, non_blocking=True), contract)
         out.append(forward_pooled(encoder, batch, device))

@@ -43,6 +43,7 @@ from usfmae.errors import ConfigError, DataError
 from usfmae.fileio import atomic_path, ensure_output_dir, read_json, write_json
 from usfmae.phantom.anatomy import BeamGrid, lesion_map, make_grid, tissue_map
 from usfmae.phantom.overlays import composite, draw_overlays
+from usfmae.runtime import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,6 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, cfg
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
     cfg = cfg or PhantomConfig()
     if int(n) < 0:
@@ -315,7 +315,7 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, cfg
     with atomic_path(manifest) as tmp:
         writer = pq.ParquetWriter(str(tmp), schema)
         try:
-            for index in tqdm(range(int(n)), desc="phantom", unit="img", disable=not progress):
+            for index in progress_bar(range(int(n)), desc="phantom", unit="img", enabled=progress):
                 sample = generate_sample(seed, index, cfg)
                 sid = f"s{seed}_{index:07d}"
                 paths = {k: f"{k}/{sid}.png" for k in ("images", "clean", "masks", "lesion_masks")}

@@ -21,12 +21,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from usfmae.config import build_config
 from usfmae.curate.shard_runs import check_runs, in_input_order, read_run
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, atomic_open, ensure_output_dir
+from usfmae.runtime import progress_bar
 from usfmae.shards.pack import PackConfig, list_corpus
 from usfmae.shards.store import ShardReader, ShardWriter, is_shard_dir
 
@@ -61,8 +60,8 @@ def merge_packs(shard_folders: Sequence[str | os.PathLike], out: str | os.PathLi
     merged = in_input_order(((item.id, item.id) for item in items), [frames_of(r) for r in readers],
                             lambda pair: pair[0].ids[pair[1]], rejected, names)
     with ShardWriter(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size, cfg.fit) as writer:
-        for reader, i in tqdm(merged, total=sum(len(r) for r in readers), desc="merge pack", unit="frame",
-                              disable=not progress):
+        for reader, i in progress_bar(merged, total=sum(len(r) for r in readers), desc="merge pack", unit="frame",
+                              enabled=progress):
             writer.add(reader[i], reader.ids[i], reader.sources[i], reader.labels[i])
     if any(rejects):  # as a single run: the file exists only when something was rejected
         with atomic_open(out / "rejects.jsonl", "w", encoding="utf-8") as handle:

@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from usfmae import imaging
 from usfmae.config import check, opt, to_dict
@@ -31,7 +30,7 @@ from usfmae.curate.shard_runs import run_record, write_run
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, printable_name, resolve_under
 from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, IMAGE_SUFFIXES
-from usfmae.runtime import configure_threads
+from usfmae.runtime import configure_threads, progress_bar
 from usfmae.shards.store import ShardWriter, check_layout, packed_ids
 
 log = logging.getLogger(__name__)
@@ -202,8 +201,8 @@ def _pack_items(items: list[CorpusItem], rejected: set, rejects: RejectLog, out:
     with ShardWriter(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size, cfg.fit) as writer:
         done = writer.done_ids
         todo = [i for i in items if i.id not in done and i.id not in rejected]
-        for item, result in tqdm(_decoded(todo, cfg), total=len(todo), desc="pack", unit="img",
-                                 disable=not progress):
+        for item, result in progress_bar(_decoded(todo, cfg), total=len(todo), desc="pack", unit="img",
+                                 enabled=progress):
             if isinstance(result, str):
                 rejects.reject(item.path, result, id=item.id)
                 continue

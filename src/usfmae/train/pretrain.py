@@ -37,7 +37,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from usfmae.config import check, opt, save_config, to_dict
 from usfmae.contract import DataContract, normalise
@@ -52,7 +51,7 @@ from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read
 from usfmae.models.mae import MaskedAutoencoderViT
 from usfmae.models.registry import create_model, list_models
 from usfmae.models.serialize import save_checkpoint
-from usfmae.runtime import configure_threads
+from usfmae.runtime import configure_threads, progress_bar
 from usfmae.train import engine
 from usfmae.train.distributed import DistInfo, barrier, cleanup, init_from_env
 from usfmae.train.schedule import effective_lr, lr_at, param_groups, warmup_steps_for
@@ -407,7 +406,7 @@ def train(s: PretrainSetup) -> dict[str, Any]:
                  cfg.model, dist.device, len(s.dataset), total, pipeline.steps_per_epoch, cfg.batch_size,
                  s.base_lr, dist.world_size)
 
-    bar = tqdm(total=end, initial=s.step, disable=not (dist.is_main and cfg.progress), unit="step",
+    bar = progress_bar(total=end, initial=s.step, enabled=dist.is_main and cfg.progress, unit="step",
                dynamic_ncols=True)
     meter = engine.LossMeter(dist.device)
     board = tensorboard_writer(out) if cfg.tensorboard and dist.is_main else None
