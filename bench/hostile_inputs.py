@@ -14,10 +14,11 @@ bytes, newline, leading dash, 250 characters, upper-case suffix) and things that
 
 Each verb then runs once on the whole folder as a user would (``usfmae VERB FOLDER --out ...``, a
 fresh process, a timeout), and again to check that a rerun succeeds. Per verb it reports the exit
-codes, whether a traceback or signal appeared, the seconds, and how many inputs are accounted for:
-written to the output (a manifest row) or named in the rejects file with a reason. For ingest and
-clean every input must be accounted for; ``survived`` counts inputs that are, in runs that ended
-with exit 0. A verb that crashes or hangs is then run on each file alone to name the culprits.
+codes, whether a traceback or signal appeared, the seconds, and ``survived``: of the inputs the verb
+reads (ingest: every file; clean, pack and embed: files with an image suffix, the others being
+ingest's job), how many are accounted for, i.e. written to the output or named in the rejects
+file with a reason, in runs that both ended with exit 0. When a verb crashes or hangs, halving
+the inputs names the culprits.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from usfmae.imaging import IMAGE_SUFFIXES
 
 STAGES = ("ingest", "clean", "pack", "embed")
 TRUNCATE_AT = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
@@ -235,33 +238,39 @@ def run_verb(stage: str, source: Path, out: Path) -> dict:
 
 
 def accounted(stage: str, out: Path) -> set[str]:
-    """Input names (relative, as printed by the product) the stage wrote or rejected."""
+    """Input names (as the product prints them: ``\\xNN`` for undecodable bytes) the stage wrote or rejected.
+
+    Ingest and clean name the source file in their manifest, embed in its features' ``path`` column,
+    pack by its id (the relative path without suffix); every stage names rejected files in its
+    rejects file.
+    """
     import pyarrow.parquet as pq
 
+    written = {"ingest": ("manifest.parquet", "source_path"), "clean": ("manifest.parquet", "source"),
+               "pack": ("index.parquet", "id"), "embed": ("features.parquet", "path")}[stage]
     names: set[str] = set()
-    manifest = out / "manifest.parquet"
-    if manifest.is_file():
-        table = pq.read_table(manifest)
-        for column in ("source_path", "source", "path", "file"):
-            if column in table.column_names:
-                names |= {os.path.basename(str(v)) if stage == "clean" else str(v)
-                          for v in table.column(column).to_pylist()}
-                break
+    table_path = out / written[0]
+    if table_path.is_file():
+        table = pq.read_table(table_path)
+        column = written[1] if written[1] in table.column_names else "path"
+        names |= {os.path.basename(str(v)) for v in table.column(column).to_pylist()}
     rejects = out / ("features.parquet.rejects.jsonl" if stage == "embed" else "rejects.jsonl")
     if rejects.is_file():
         for line in rejects.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                names.add(str(json.loads(line).get("file", "")))
+                names.add(os.path.basename(str(json.loads(line).get("file", ""))))
             except json.JSONDecodeError:
                 continue
     return names
 
 
-def _matches(name: str, seen: set[str]) -> bool:
-    # the product prints undecodable bytes escaped and may name a file by its path or its base name
-    shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return any(s == name or s == shown or s.endswith("/" + name) or s.endswith("/" + shown)
-               or os.path.basename(s) in (name, shown) for s in seen)
+def _shown(name: str) -> str:
+    return os.path.basename(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def in_scope(stage: str, name: str) -> bool:
+    """Ingest reads every file (it sniffs DICOM without a suffix); the others read image files."""
+    return stage == "ingest" or os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 def culprits(stage: str, root: Path, names: list[str], work: Path, most: int = 5) -> list[dict]:
@@ -311,10 +320,12 @@ def main() -> None:
         first = run_verb(stage, root, out)
         again = run_verb(stage, root, out)
         seen = accounted(stage, out)
-        missing = [n for n in regular if not _matches(n, seen)] if stage in ("ingest", "clean") else []
+        scope = [n for n in regular if in_scope(stage, n)]
+        missing = [n for n in scope if _shown(n) not in seen
+                   and (stage != "pack" or os.path.splitext(_shown(n))[0] not in seen)]
         ok = first["code"] == 0 and again["code"] == 0 and not first["traceback"] and not again["traceback"]
-        entry = {"first": first, "rerun": again, "accounted": len(regular) - len(missing) if ok else 0,
-                 "regular_inputs": len(regular), "missing": missing[:20]}
+        entry = {"first": first, "rerun": again, "inputs_in_scope": len(scope),
+                 "survived": len(scope) - len(missing) if ok else 0, "missing": missing[:20]}
         if not ok:
             entry["culprits"] = culprits(stage, root, regular, work / f"bisect_{stage}")
         report["stages"][stage] = entry

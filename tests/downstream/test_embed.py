@@ -62,6 +62,8 @@ def test_bad_files_are_skipped_and_logged(phantom_dataset: Path, weights: Path, 
     rejects = [json.loads(line) for line in (tmp_path / "f.npy.rejects.jsonl").read_text().splitlines()]
     assert sorted(Path(r["file"]).name for r in rejects) == ["broken.png", "empty.jpg"]
     assert np.load(tmp_path / "f.npy").shape == (3, 128)
+    assert embed(folder, tmp_path / "f.npy", weights=weights)["rejected"] == 2  # a rerun rewrites, not appends
+    assert len((tmp_path / "f.npy.rejects.jsonl").read_text().splitlines()) == 2
 
 
 def test_a_file_name_that_is_not_utf8_is_rejected_not_a_crash(phantom_dataset: Path, weights: Path,

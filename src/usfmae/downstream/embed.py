@@ -197,6 +197,7 @@ def embed(source: str | Path, out: str | Path, weights: str | Path | None = None
     model, info = load_encoder(weights, model_name, **(overrides or {}))
     contract = info.contract.replace(fit=fit) if fit else info.contract
     rejects = RejectLog(out.with_name(out.name + ".rejects.jsonl"))
+    rejects.path.unlink(missing_ok=True)  # embed rewrites its output, so its rejects too (no resume)
     meta: dict[str, Any] = {
         "model": info.name, "weights": str(weights) if weights else None, "pool": pool,
         "img_size": contract.img_size, "in_chans": contract.in_chans, "data_contract": contract.to_dict()}
