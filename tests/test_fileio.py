@@ -149,3 +149,94 @@ def test_fit_name_keeps_ids_under_the_name_limit_distinct_and_stable(tmp_path, n
     assert fitted != fit_name(name[:-1] + "y") and fitted.startswith(name[:20])
     (tmp_path / f".{fitted}_00000.png.abcdefgh.png").write_bytes(b"")  # what atomic_path adds still fits
     assert fit_name("short.png") == "short.png"
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """Every living (not zombie) process: ``{pid: (parent pid, command line)}``, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat_line = handle.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended while we listed
+            continue
+        state, ppid = stat_line[stat_line.rindex(b")") + 2:].split()[:2]  # after "pid (name) "
+        if state != b"Z":
+            table[int(entry)] = (int(ppid), cmdline)
+    return table
+
+
+def _descendants(pid: int, table: dict[int, tuple[int, str]]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo.extend(children.get(found[-1], []))
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs Linux (PR_SET_PDEATHSIG, pidfd)")
+@pytest.mark.parametrize("verb", ["ingest", "clean"])
+def test_workers_end_with_a_parent_killed_with_sigkill(verb, tmp_path) -> None:
+    """kill -9 of a running `usfmae ingest|clean --workers 2` takes its pool's workers with it."""
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+    import numpy as np
+
+    # 400 large noise frames (hard links of one file: instant to make) keep two workers busy far
+    # longer than the test waits for them.
+    source = tmp_path / "in" / "S"
+    source.mkdir(parents=True)
+    cv2.imwrite(str(source / "f000.png"), np.random.default_rng(0).integers(0, 256, (768, 1024), np.uint8))
+    for i in range(1, 400):
+        os.link(source / "f000.png", source / f"f{i:03d}.png")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
+    parent = subprocess.Popen([sys.executable, "-m", "usfmae.cli", verb, str(tmp_path / "in"), "--out",
+                               str(tmp_path / "out"), "--workers", "2", "--no-progress",
+                               *(["--no-ocr"] if verb == "clean" else [])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    pidfds: dict[int, int] = {}
+    try:
+        deadline, workers = time.monotonic() + 120, []
+        while len(workers) < 2:
+            table = _process_table()
+            tree = _descendants(parent.pid, table)
+            # Pool workers: everything below the verb but multiprocessing's helpers (the resource
+            # tracker; ingest's forkserver, whose forks the workers are). The helpers must end too.
+            workers = [p for p in tree if "resource_tracker" not in table[p][1]
+                       and not ("forkserver" in table[p][1] and table[p][0] == parent.pid)]
+            assert time.monotonic() < deadline, f"{verb} --workers 2 showed no two workers in 120 s"
+            try:  # the wait between scans, ended early if the verb exits
+                code = parent.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                continue
+            pytest.fail(f"{verb} ended (exit {code}) before two workers were seen")
+        for pid in tree:
+            try:
+                pidfds[pid] = os.pidfd_open(pid)  # readable once that process has ended
+            except ProcessLookupError:
+                pass
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=60)
+    try:
+        deadline, alive = time.monotonic() + 30, dict(pidfds)
+        while alive and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(alive.values()), [], [], deadline - time.monotonic())
+            alive = {p: fd for p, fd in alive.items() if fd not in ready}
+        table = _process_table()
+        assert [table[p][1] for p in alive if p in table] == [], "still running 30 s after kill -9 of the parent"
+    finally:
+        for fd in pidfds.values():
+            os.close(fd)

@@ -11,8 +11,13 @@ import errno
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
+import select
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -184,25 +189,43 @@ def reserve_space(path: str | os.PathLike) -> None:
 
 
 def end_with_parent() -> None:
-    """Make this (worker) process receive SIGTERM when its parent dies (Linux; no-op elsewhere).
+    """Make this (worker) process end (SIGTERM) when the process that started it dies (Linux; no-op
+    elsewhere).
 
     A pool's workers otherwise outlive a parent killed with -9 and keep writing into its folder.
-    Call it first thing in a worker initialiser.
+    Call it first thing in a worker initialiser. The kernel's parent-death signal (PR_SET_PDEATHSIG)
+    follows the OS parent, which is not the pool's owner under the ``forkserver`` start method: there
+    the workers are forks of the fork server, which itself waits for them (each holds its liveness
+    pipe), so a killed owner left both running for ever. The owner (``multiprocessing.parent_process``)
+    is therefore also watched through a pidfd by a daemon thread, woken by the kernel when it exits.
     """
-    import signal
-    import sys
-
     if not sys.platform.startswith("linux"):
         return
     try:
-        import ctypes
+        import ctypes  # only here: ctypes loads libffi
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return
+        pass
     if os.getppid() == 1:  # the parent died before the call: follow it now
         os.kill(os.getpid(), signal.SIGTERM)
+    owner = multiprocessing.parent_process()
+    if owner is None or owner.pid in (None, os.getppid()) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        pidfd = os.pidfd_open(owner.pid)
+    except ProcessLookupError:  # the owner is already gone
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    except OSError:  # no pidfd support (kernel < 5.3): the parent-death signal is all there is
+        return
+
+    def follow_owner() -> None:
+        select.select([pidfd], [], [])  # readable once the owner has exited
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=follow_owner, name="end-with-parent", daemon=True).start()
 
 
 @contextlib.contextmanager
