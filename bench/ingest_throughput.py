@@ -14,18 +14,27 @@ figure (with ``--threads 1``, the default, the decoder uses one thread, as in an
 sampled packets decoded; ``all``). ``load_avg_1m`` is the machine's load before and after (the CPU may
 be shared). ``ingest_peak_rss_mb``: the worker's peak.
 
+``--baseline SRC`` measures another checkout side by side (``SRC`` is its ``src`` folder, e.g. after
+``git worktree add /tmp/base main``: ``--baseline /tmp/base/src``): ``--rounds`` times, a fresh worker
+importing usfmae from ``SRC`` and then one importing ours time the same files, so both sides see the
+same machine load; each side keeps its best round. ``baseline_*`` are its figures,
+``*_speedup`` the ratio of CPU times (baseline / ours), and ``*_same_output`` whether both wrote the
+same manifest rows and byte-identical PNG files.
+
     python bench/ingest_throughput.py [--seconds 10] [--width 640] [--height 480] [--codec h264|mjpeg]
-        [--threads 1] [--full-decode] [--png-compression 1]
+        [--threads 1] [--full-decode] [--png-compression 1] [--baseline SRC --rounds 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as futures
+import hashlib
 import json
 import multiprocessing
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -129,12 +138,39 @@ def time_file(root: Path, rel: str, out: Path, n_source: int, repeats: int, thre
         result["decode_mode"] = plan.mode if plan else "all"
     runs = iter(range(repeats))
     # a fresh output folder per repeat: ingest writes new frame files, it never overwrites them
-    best, cpu, record = _best_of(repeats, lambda: process_file(str(root), rel, str(out / str(next(runs))), cfg))
+    folders = []
+
+    def once():
+        folders.append(out / f"{os.getpid()}_{next(runs)}")
+        return process_file(str(root), rel, str(folders[-1]), cfg)
+
+    best, cpu, record = _best_of(repeats, once)
     rows = record["rows"]
     result.update(_rates(n_source, len(rows), best, cpu))
     result.update(frames_sampled=len(rows), frames_written=sum(r["status"] == "ok" for r in rows),
                   peak_rss_mb=_peak_rss_mb())
+    # what was written, to compare with another checkout's run: the rows and every PNG's bytes
+    digest = hashlib.sha1(json.dumps(rows, sort_keys=True, default=str).encode())
+    for path in sorted(folders[-1].rglob("*.png")):
+        digest.update(path.relative_to(folders[-1]).as_posix().encode() + path.read_bytes())
+    result["output_sha1"] = digest.hexdigest()
+    result["src"] = str(Path(video_reader.__file__).parents[2])  # the checkout this worker imported
     return result
+
+
+def _measure(src: str | None, root: Path, clip: str, out: Path, n: int, repeats: int, opts: tuple) -> tuple[dict, dict]:
+    """(video, cine) timings in a fresh worker that imports usfmae from ``src`` (None: this checkout)."""
+    saved = list(sys.path)
+    if src is not None:  # spawned workers start from the parent's sys.path
+        sys.path.insert(0, str(Path(src).resolve()))
+    try:
+        # Timed in a fresh process so that its peak memory is ingest's, not this script's set-up.
+        with futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            video = pool.submit(time_file, root, clip, out, n, repeats, *opts).result()
+            cine = pool.submit(time_file, root, "S/cine.dcm", out, n, repeats, *opts).result()
+    finally:
+        sys.path[:] = saved
+    return video, cine
 
 
 def main() -> None:
@@ -149,6 +185,8 @@ def main() -> None:
     parser.add_argument("--full-decode", action="store_true",
                         help="decode every video frame (the reader without its decoding plan), for A/B")
     parser.add_argument("--png-compression", type=int, default=1, help="ingest's PNG zlib level (its default: 1)")
+    parser.add_argument("--baseline", help="another checkout's src folder, measured side by side with this one")
+    parser.add_argument("--rounds", type=int, default=4, help="with --baseline: alternating rounds per side")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     n = int(args.seconds * SOURCE_FPS)
@@ -161,17 +199,26 @@ def main() -> None:
         write_video(root / clip, frames, args.codec)
         write_dicom(root / "S" / "cine.dcm", frames)
         del frames
-        # Timed in a fresh process so that its peak memory is ingest's, not this script's set-up.
-        with futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            opts = (args.threads, not args.full_decode, args.png_compression)
-            video = pool.submit(time_file, root, clip, Path(tmp) / "out", n, args.repeats, *opts).result()
-            cine = pool.submit(time_file, root, "S/cine.dcm", Path(tmp) / "out", n, args.repeats, *opts).result()
+        opts = (args.threads, not args.full_decode, args.png_compression)
+        sides = {"": None} if args.baseline is None else {"baseline_": args.baseline, "": None}
+        runs: dict[str, list[tuple[dict, dict]]] = {side: [] for side in sides}
+        for _ in range(args.rounds if args.baseline else 1):
+            for side, src in sides.items():
+                runs[side].append(_measure(src, root, clip, Path(tmp) / "out", n, args.repeats, opts))
     result = {"bench": "ingest_throughput", "size": f"{args.width}x{args.height}", "source_fps": SOURCE_FPS,
               "sample_fps": 3.0, "source_frames": n, "video_codec": args.codec, "decoder_threads": args.threads,
-              "png_compression": args.png_compression}
-    result.update({f"video_{k}": v for k, v in video.items()})
-    result.update({f"dicom_{k}": v for k, v in cine.items()})
-    result["ingest_peak_rss_mb"] = max(result.pop("video_peak_rss_mb"), result.pop("dicom_peak_rss_mb"))
+              "png_compression": args.png_compression, "baseline": args.baseline}
+    for side in sides:  # each side's best round (least CPU time), per file
+        video = min((r[0] for r in runs[side]), key=lambda r: r["cpu_seconds"])
+        cine = min((r[1] for r in runs[side]), key=lambda r: r["cpu_seconds"])
+        result.update({f"{side}video_{k}": v for k, v in video.items()})
+        result.update({f"{side}dicom_{k}": v for k, v in cine.items()})
+        result[f"{side}ingest_peak_rss_mb"] = max(result.pop(f"{side}video_peak_rss_mb"),
+                                                   result.pop(f"{side}dicom_peak_rss_mb"))
+    if args.baseline:
+        for kind in ("video", "dicom"):
+            result[f"{kind}_speedup"] = round(result[f"baseline_{kind}_cpu_seconds"] / result[f"{kind}_cpu_seconds"], 3)
+            result[f"{kind}_same_output"] = result[f"baseline_{kind}_output_sha1"] == result[f"{kind}_output_sha1"]
     result.update(cpu_count=os.cpu_count(), load_avg_1m=[load_before, round(os.getloadavg()[0], 2)])
     result["note"] = ("one worker process, OpenCV single-threaded; *_per_cpu_s (frames per CPU second of all "
                       "the worker's threads) is the per-core figure")

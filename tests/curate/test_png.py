@@ -55,3 +55,19 @@ def test_write_is_atomic_and_complete(tmp_path):
     write_png(path, pixels, 1)
     assert [p.name for p in path.parent.iterdir()] == ["frame.png"]  # no temporary left behind
     np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., ::-1], pixels)
+
+
+def test_write_creates_files_as_open_does_and_leaves_no_temporary_on_failure(tmp_path):
+    import os
+    import stat
+
+    pixels = _speckle((8, 8), seed=1)
+    write_png(tmp_path / "a.png", pixels, 1)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o666 & ~umask
+    (tmp_path / "b.png").mkdir()  # a folder where the frame should go: the rename fails
+    with pytest.raises(OSError):
+        write_png(tmp_path / "b.png", pixels, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
+    assert (tmp_path / "a.png").read_bytes() == encode_png(pixels, 1)

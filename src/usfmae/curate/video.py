@@ -47,6 +47,11 @@ _PTS_CONTAINERS = frozenset({"mov", "mp4", "matroska", "webm", "mpeg", "mpegts",
 _REORDER_HOLD = 16
 _LUMA_FORMATS = frozenset({"gray", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
                            "yuv440p", "yuvj440p", "yuv411p", "yuv410p"})
+# Luma lookup tables by (format, width, range, colour space), kept across videos: measuring one sets
+# up a swscale conversion (about 1% of a 10-second clip's ingest), and a worker's videos mostly share
+# a few formats. Bounded: cleared when it would hold more than _LUT_CACHE_SIZE tables.
+_LUTS: dict = {}
+_LUT_CACHE_SIZE = 64
 
 
 @dataclasses.dataclass
@@ -169,6 +174,8 @@ def video_frame_pixels(frame, luts: dict) -> np.ndarray:
         if all(cv2.minMaxLoc(_plane(p))[:2] == (128.0, 128.0) for p in planes[1:3]):
             key = (name, frame.width, frame.color_range, frame.colorspace)
             if key not in luts:
+                if len(luts) >= _LUT_CACHE_SIZE:
+                    luts.clear()
                 luts[key] = _luma_lut(frame)
             if luts[key] is not None:
                 return cv2.LUT(_plane(planes[0]), luts[key])
@@ -212,7 +219,7 @@ def read_video(path: Path, group_id: str, fps: float = 3.0, threads: int | None 
         if threads != 1:
             stream.thread_type = "AUTO"  # frame + slice threads inside FFmpeg
         stream.thread_count = threads  # PyAV's default is slice threads, one per core
-        luts: dict = {}
+        luts = _LUTS
         expected = int(stream.frames or 0)  # the container's frame count (0: not recorded)
         try:
             selective = VIDEO_SELECTIVE_DECODE if selective is None else selective
