@@ -143,3 +143,32 @@ def test_cli_strict_rejects_frames_with_words_left(tmp_path, capsys, monkeypatch
     assert [r["id"] for r in rejects] == ["s0", "s1"]
     assert rejects[0]["reason"] == "1 readable word(s) left after cleaning (--strict): DOE"
     assert not list(out.glob("images/*.png"))
+
+
+def test_side_cut_by_the_frame_edge_is_continued_to_it():
+    """A hull whose corner at the frame's bottom edge was rounded off gets the side's own line back."""
+    from usfmae.clean.scan_region import _to_frame_edge
+
+    points = np.array([(5, 0), (15, 0), (15, 19), (8, 19), (5, 16)], np.int32)
+    hull = np.zeros((20, 20), np.uint8)
+    cv2.fillConvexPoly(hull, points, 1)
+    expected = np.zeros_like(hull)
+    cv2.fillConvexPoly(expected, np.array([(5, 0), (15, 0), (15, 19), (5, 19)], np.int32), 1)
+    np.testing.assert_array_equal(_to_frame_edge(hull, points, (0, 0, 19, 19), 8), expected)
+    # A side ending further than ``reach`` from the edge is a rounded scan, not a cut one.
+    np.testing.assert_array_equal(_to_frame_edge(hull, points, (0, 0, 19, 19), 2), hull)
+
+
+def test_text_line_just_above_a_small_scan_is_blanked():
+    """At 224 px the header sits 3 px above the scan: the region's margin takes it in, the glyphs,
+    cut off from the scan's textured body by black screen, are still screen."""
+    h = w = 224
+    rect = np.zeros((h, w), bool)
+    rect[24:210, 30:200] = True
+    image = np.where(rect, speckle((h, w), seed=3), 0).astype(np.uint8)
+    cv2.putText(image, "ST MARY 2023/09/09", (30, 20), cv2.FONT_HERSHEY_PLAIN, 0.8, 235, 1, cv2.LINE_8)
+    assert image[10:21].max() == 235
+    result = remove_annotations(image, "usfmae", ocr=False)
+    assert result.scan_status == "found"
+    assert result.image[:21].max() <= 6
+    assert np.mean(result.image[..., 0][rect] == image[rect]) > 0.99

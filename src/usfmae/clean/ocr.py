@@ -26,6 +26,9 @@ from usfmae.errors import UsfmaeError
 
 log = logging.getLogger(__name__)
 
+MARGIN = 8     # px of background added around an image with ink on its edge (see word_boxes)
+EDGE_INK = 64  # an edge pixel this far from the edge's median grey is ink
+
 
 @dataclass(frozen=True)
 class WordBox:
@@ -152,11 +155,13 @@ def ocr_available() -> bool:
     return True
 
 
-def word_boxes(gray: np.ndarray) -> list[WordBox]:
+def word_boxes(gray: np.ndarray, *, margin: bool = True) -> list[WordBox]:
     """Recognise words in a grayscale image.
 
     Args:
         gray: (H, W) uint8 image.
+        margin: frame an image that has ink on its edge with its background first (see below);
+            False reads every image exactly as given (the paper's pipeline).
 
     Returns:
         Non-empty words with their boxes in ``gray``'s pixel coordinates, in reading order.
@@ -165,7 +170,24 @@ def word_boxes(gray: np.ndarray) -> list[WordBox]:
         raise ValueError(f"word_boxes expects a (H, W) grayscale image, got shape {gray.shape}")
     if gray.shape[0] < 3 or gray.shape[1] < 3:
         return []
-    return _engine().words(gray)
+    # Ink touching the image's edge (a crop through the text lines above and below) makes
+    # Tesseract hand Leptonica boxes that reach past the image ("Error in boxClipToRectangle: box
+    # outside rectangle" on stderr, from C, once per blob). A margin of the image's own background
+    # keeps every blob inside; boxes are mapped back and clipped to the image. Images whose edge
+    # is all background (whole frames, as the paper's notebook reads them) are read as they are.
+    h, w = gray.shape
+    edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if not margin or not np.any(np.abs(edge.astype(np.int16) - int(np.median(edge))) > EDGE_INK):
+        return _engine().words(gray)
+    framed = cv2.copyMakeBorder(np.ascontiguousarray(gray, dtype=np.uint8), MARGIN, MARGIN, MARGIN, MARGIN,
+                                cv2.BORDER_CONSTANT, value=int(np.median(edge)))
+    out = []
+    for word in _engine().words(framed):
+        x0, y0 = max(0, word.x - MARGIN), max(0, word.y - MARGIN)
+        x1, y1 = min(w, word.x + word.w - MARGIN), min(h, word.y + word.h - MARGIN)
+        if x1 > x0 and y1 > y0:
+            out.append(WordBox(word.text, x0, y0, x1 - x0, y1 - y0, word.conf))
+    return out
 
 
 READABLE_CONF = 60     # Tesseract confidence of a word that a person could read off the frame

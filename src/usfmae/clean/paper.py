@@ -44,7 +44,7 @@ def _clahe() -> cv2.CLAHE:
 def text_mask(gray: np.ndarray) -> np.ndarray:
     """Filled Tesseract word boxes. ``gray`` (H, W) uint8 -> (H, W) uint8 mask in {0, 255}."""
     mask = np.zeros_like(gray)
-    for word in word_boxes(gray):
+    for word in word_boxes(gray, margin=False):  # the frame as the notebook gives it to Tesseract
         cv2.rectangle(mask, (word.x, word.y), (word.x + word.w, word.y + word.h), 255, thickness=-1)
     return mask
 

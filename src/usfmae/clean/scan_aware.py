@@ -6,8 +6,10 @@ What it does differently from the paper's pipeline (:mod:`usfmae.clean.paper`), 
    speckle, textured in both directions; banners, side panels, scale bars, rulers, logos and text
    are flat, ramps along one axis, or sparse strokes. Every pixel outside the textured region that
    differs from the background is screen and is set to the background level: no OCR, no
-   inpainting there. When the detector finds no scan-sized textured region it says so and the whole
-   frame is kept (marks removed only), instead of blanking what it could not place.
+   inpainting there. Bright drawings inside the region's margin that black screen cuts off from the
+   scan's textured body (a header line right above a small scan) are screen too. When the detector
+   finds no scan-sized textured region it says so and the whole frame is kept (marks removed only),
+   instead of blanking what it could not place.
 2. **Colour Doppler is kept.** Inside the fan only *thin* saturated structures are removed (ROI box
    outlines, coloured text, calipers, dotted lines): saturated pixels away from thick blobs, unless
    they are shaded with the blobs' own colours (fragments of the same flow map). Filled colour
@@ -177,7 +179,30 @@ def detect_fan(gray: np.ndarray, chroma: np.ndarray | None = None
     drawn = gray > bg + BG_DELTA
     if chroma is not None:
         drawn |= chroma > CHROMA_MIN
+    if region.body is not None:
+        fan = fan & ~_islands(gray, drawn & fan, region.body, bg)
     return fan, drawn & ~fan, screen_bg, bg, region
+
+
+def _islands(gray: np.ndarray, drawn: np.ndarray, body: np.ndarray, bg: int) -> np.ndarray:
+    """Screen drawings the scan region took in: bright groups of drawn pixels cut off from the
+    scan's body by screen background (a text line or a ruler right beside the scan, inside the
+    margin the region adds around its textured body), with the dim specks around them. Other dim
+    groups stay: dark-scan speckle."""
+    count, labels = cv2.connectedComponentsWithAlgorithm(drawn.astype(np.uint8), 8, cv2.CV_32S, cv2.CCL_BBDT)
+    if count <= 1:
+        return np.zeros(drawn.shape, bool)
+    cut_off = np.ones(count, bool)
+    cut_off[labels[body]] = False
+    cut_off[0] = False
+    loose = cut_off[labels]  # few pixels: the scan itself is attached
+    bright = np.zeros(count, bool)
+    bright[labels[loose & (gray >= bg + TOPHAT_MIN)]] = True
+    # Compression rings each glyph with dim specks of its own: loose groups next to a bright one go too.
+    near = cv2.dilate((bright & cut_off)[labels].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    bright[labels[loose & near]] = True
+    cut_off &= bright
+    return cut_off[labels]
 
 
 def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen: np.ndarray,
