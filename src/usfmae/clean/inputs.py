@@ -52,21 +52,28 @@ def _folder_inputs(source: Path) -> tuple[list[Item], list[Reject]]:
 
 
 def _manifest_inputs(source: Path, allow_outside: bool) -> tuple[list[Item], list[Reject]]:
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(source).to_pandas()
+        names = pq.read_schema(source).names
+        # only the columns used, as Arrow: the other columns of an ingest manifest, as Python
+        # objects, would cost a kilobyte per row
+        table = pq.read_table(source, columns=[c for c in ("id", "path", "status") if c in names])
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise DataError(f"{source}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
-    missing = {"id", "path"} - set(table.columns)
+    missing = {"id", "path"} - set(table.column_names)
     if missing:
         raise DataError(f"{source}: manifest lacks column(s) {', '.join(sorted(missing))}")
-    if "status" in table.columns:
-        table = table[table["status"] == "ok"]
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table["status"], "ok"))
+    ids = [str(v) for v in table["id"].to_pylist()]
+    rels = [str(v) for v in table["path"].to_pylist()]
+    del table
     items: list[Item] = []
     rejects: list[Reject] = []
     seen: set[str] = set()
-    for item_id, rel in zip(table["id"].astype(str), table["path"].astype(str), strict=True):
+    for item_id, rel in zip(ids, rels, strict=True):
         why = unsafe_id(item_id) or ("id repeated in the manifest" if item_id in seen else None)
         if why is None:
             try:
