@@ -114,3 +114,10 @@ def test_an_image_added_after_the_shards_ran_is_named(source: Path, tmp_path: Pa
     (grown / "a" / "late.png").write_bytes((source / "a" / "img0.png").read_bytes())
     with pytest.raises(DataError, match=rf"a__late: not done by its shard {shard_of('a__late', 2)}/2"):
         merge_clean(parts, tmp_path / "m", progress=False)
+
+
+def test_a_whole_run_into_a_shard_folder_is_no_longer_a_shard(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _clean(source, out, "--shard", "0/2") == 0 and (out / "shard.json").is_file()
+    assert _clean(source, out) == 0  # resumes the shard's images, cleans the rest
+    assert not (out / "shard.json").exists() and len(_rows(out)) == N_IMAGES

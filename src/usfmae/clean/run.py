@@ -41,7 +41,7 @@ from usfmae.clean.inputs import list_inputs
 from usfmae.clean.manifest import done_index, manifest_writer, read_records, sheet_positions
 from usfmae.config import check, opt, save_config, to_dict
 from usfmae.curate.shard import in_shard, parse_shard
-from usfmae.curate.shard_runs import run_record, write_run
+from usfmae.curate.shard_runs import record_run
 from usfmae.errors import DataError
 from usfmae.fileio import (
     RejectLog,
@@ -295,7 +295,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     if shard is not None:  # the partition every stage shares, keyed by the input's id
         items = [item for item in items if in_shard(item[0], shard)]
         bad_inputs = [bad for bad in bad_inputs if in_shard(bad["id"], shard)]
-        write_run(out, run_record("clean", str(cfg.shard), source, to_dict(cfg), finished=False))
+    record_run(out, "clean", cfg.shard, source, to_dict(cfg), finished=False)
     save_config(cfg, out / "clean_config.yaml")
     done_log = out / "done.jsonl"
     done = done_index(done_log, out, cfg.method)
@@ -327,8 +327,7 @@ def run_clean(source: str | Path, out: str | Path, cfg: CleanConfig, progress: b
     done = done_index(done_log, out, cfg.method)
     wanted = (i for i, _ in items if i in done)
     totals, sheet = write_outputs(out, cfg, read_records(done_log, done, wanted), sum(i in done for i, _ in items))
-    if shard is not None:
-        write_run(out, run_record("clean", str(cfg.shard), source, to_dict(cfg), finished=True))
+    record_run(out, "clean", cfg.shard, source, to_dict(cfg), finished=True)
     return {"total": len(items) + len(bad_inputs), "cleaned": cleaned, "skipped": skipped,
             "rejected": rejects.count + len(rejected_before), **totals,
             "manifest": str(out / "manifest.parquet"), "contact_sheet": str(sheet) if sheet else None}

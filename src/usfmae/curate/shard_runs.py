@@ -42,6 +42,16 @@ def write_run(folder: str | os.PathLike, record: dict[str, Any]) -> None:
     write_json(Path(folder) / RUN_NAME, record)
 
 
+def record_run(folder: str | os.PathLike, stage: str, shard: str | None, source: str | os.PathLike,
+               settings: dict[str, Any], finished: bool) -> None:
+    """Write ``folder/shard.json`` for a ``--shard`` run; remove a stale one for a whole run (a folder
+    that a whole run has since completed is no longer one shard of a split)."""
+    if shard is None:
+        (Path(folder) / RUN_NAME).unlink(missing_ok=True)
+    else:
+        write_run(folder, run_record(stage, shard, source, settings, finished))
+
+
 def read_run(folder: str | os.PathLike, stage: str) -> dict[str, Any]:
     """The run record of a ``--shard`` output folder of ``stage``.
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from usfmae import imaging
 from usfmae.config import check, opt, to_dict
 from usfmae.curate.shard import in_shard, parse_shard
-from usfmae.curate.shard_runs import run_record, write_run
+from usfmae.curate.shard_runs import record_run
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, printable_name, resolve_under
 from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, IMAGE_SUFFIXES
@@ -174,12 +174,10 @@ def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConf
     rejects = RejectLog(out / "rejects.jsonl", log)
     rejected = {r.get("id") for r in rejects.read()}
     check_layout(out, (cfg.size, cfg.size, cfg.channels), cfg.shard_size, cfg.fit)
-    if shard is not None:
-        write_run(out, run_record("pack", str(cfg.shard), corpus, to_dict(cfg), finished=False))
+    record_run(out, "pack", cfg.shard, corpus, to_dict(cfg), finished=False)
     packed = packed_ids(out)
     if items and all(i.id in packed or i.id in rejected for i in items):
-        if shard is not None:
-            write_run(out, run_record("pack", str(cfg.shard), corpus, to_dict(cfg), finished=True))
+        record_run(out, "pack", cfg.shard, corpus, to_dict(cfg), finished=True)
         return {"frames": len(packed), "added": 0, "rejected": 0, "skipped": len(items)}
     del packed
     # OpenCV's own warnings about a broken file would add lines to our one-line reject message
@@ -189,8 +187,7 @@ def pack_corpus(corpus: str | os.PathLike, out: str | os.PathLike, cfg: PackConf
         added, frames = _pack_items(items, rejected, rejects, out, cfg, progress)
     finally:
         cv2.utils.logging.setLogLevel(cv_level)
-    if shard is not None:
-        write_run(out, run_record("pack", str(cfg.shard), corpus, to_dict(cfg), finished=True))
+    record_run(out, "pack", cfg.shard, corpus, to_dict(cfg), finished=True)
     return {"frames": frames, "added": added, "rejected": rejects.count, "skipped": len(items) - added - rejects.count}
 
 
