@@ -189,20 +189,32 @@ def _islands(gray: np.ndarray, drawn: np.ndarray, body: np.ndarray, bg: int) -> 
     scan's body by screen background (a text line or a ruler right beside the scan, inside the
     margin the region adds around its textured body), with the dim specks around them. Other dim
     groups stay: dark-scan speckle."""
-    count, labels = cv2.connectedComponentsWithAlgorithm(drawn.astype(np.uint8), 8, cv2.CV_32S, cv2.CCL_BBDT)
+    # A group cut off from the body lies in the margin (drawn, not body) and does not touch the
+    # body's drawn pixels: label the margin only, a few percent of the frame.
+    margin = drawn & ~body
+    count, labels = cv2.connectedComponentsWithAlgorithm(margin.astype(np.uint8), 8, cv2.CV_32S, cv2.CCL_BBDT)
     if count <= 1:
         return np.zeros(drawn.shape, bool)
+    ys, xs = np.nonzero(margin)
+    lab = labels[ys, xs]
+    touching = cv2.dilate((drawn & body).astype(np.uint8), np.ones((3, 3), np.uint8))[ys, xs] > 0
     cut_off = np.ones(count, bool)
-    cut_off[labels[body]] = False
+    cut_off[lab[touching]] = False
     cut_off[0] = False
-    loose = cut_off[labels]  # few pixels: the scan itself is attached
+    loose = cut_off[lab]
     bright = np.zeros(count, bool)
-    bright[labels[loose & (gray >= bg + TOPHAT_MIN)]] = True
+    bright[lab[loose & (gray[ys, xs] >= bg + TOPHAT_MIN)]] = True
     # Compression rings each glyph with dim specks of its own: loose groups next to a bright one go too.
-    near = cv2.dilate((bright & cut_off)[labels].astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    bright[labels[loose & near]] = True
+    seed = np.zeros(drawn.shape, np.uint8)
+    hit = loose & bright[lab]
+    seed[ys[hit], xs[hit]] = 1
+    near = cv2.dilate(seed, np.ones((5, 5), np.uint8))[ys, xs] > 0
+    bright[lab[loose & near]] = True
     cut_off &= bright
-    return cut_off[labels]
+    out = np.zeros(drawn.shape, bool)
+    keep = cut_off[lab]
+    out[ys[keep], xs[keep]] = True
+    return out
 
 
 def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen: np.ndarray,

@@ -70,7 +70,7 @@ def _odd(x: float, lo: int = 3) -> int:
 
 def textured(gray: np.ndarray) -> np.ndarray:
     """Pixels that differ from a horizontal and from a vertical neighbour. (H, W) uint8 -> (H, W) bool."""
-    g = gray.astype(np.int16)
+    g = gray
     dx = np.zeros(g.shape, bool)
     dy = np.zeros(g.shape, bool)
     right = g[:, 1:] != g[:, :-1]   # pixel x differs from x + 1
