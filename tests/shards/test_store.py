@@ -180,3 +180,27 @@ def test_pack_cli_errors_are_one_line(tmp_path, monkeypatch, capsys, argv, messa
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def _resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        first = line.split(maxsplit=1)[0]
+        if not first.endswith(":"):  # a mapping's header line: "start-end perms offset dev inode path"
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_drop_pages_before_gives_back_the_pages_of_shards_already_read(tmp_path):
+    frames = _frames(192, (64, 64, 1))
+    _write(tmp_path / "s", frames, shard_size=64)
+    reader = ShardReader(tmp_path / "s")
+    np.testing.assert_array_equal(reader.read_batch(np.arange(192)), frames)
+    files = [(tmp_path / "s" / shard_name(k)).resolve() for k in range(3)]
+    assert all(_resident_kb(f) >= 256 for f in files)  # 64 frames of 4 kB each, all read
+    reader.drop_pages_before(128)  # frame 128 opens shard 2: shards 0 and 1 are behind
+    assert [_resident_kb(f) == 0 for f in files] == [True, True, False]
+    np.testing.assert_array_equal(reader.read_batch(np.arange(192)), frames)  # the data come back on demand

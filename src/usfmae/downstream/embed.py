@@ -112,6 +112,7 @@ def iter_shard_features(reader: store.ShardReader, model: nn.Module, contract: D
         else:
             x = torch.stack([prepare(frame, contract) for frame in frames])
         yield forward_pooled(encoder, normalise(x.to(dev, non_blocking=True), contract), dev).numpy().copy(), index
+        reader.drop_pages_before(int(index[-1]))  # resident memory flat over a pass of any length
 
 
 def embed_shards(reader: store.ShardReader, model: nn.Module, contract: DataContract, pool: str = "cls",

@@ -22,6 +22,7 @@ cache) bandwidth, not by PNG decoding.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -287,6 +288,7 @@ class ShardReader:
             self._shards.append(arr)
         # starts[k] = global index of the first frame of shard k; a sentinel end makes searchsorted exact
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._dropped = 0  # shards whose pages drop_pages_before gave back
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -301,6 +303,19 @@ class ShardReader:
         index %= len(self)
         shard = int(np.searchsorted(self._starts, index, side="right")) - 1
         return shard, index - int(self._starts[shard])
+
+    def drop_pages_before(self, index: int) -> None:
+        """Give back the mapped pages of every shard that ends at or before frame ``index``.
+
+        A sequential pass (``usfmae embed``) would otherwise keep every page it read mapped into the
+        process, so its resident memory would grow with the corpus; the pages stay in the page cache.
+        """
+        last = int(np.searchsorted(self._starts, index, side="right")) - 1
+        for shard in range(self._dropped, min(last, len(self._shards))):
+            handle = getattr(self._shards[shard], "_mmap", None)  # np.memmap's mapping
+            if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
+                handle.madvise(mmap.MADV_DONTNEED)
+        self._dropped = max(self._dropped, last)
 
     def __getitem__(self, index: int) -> np.ndarray:
         """(H, W, C) uint8 copy of frame ``index`` (writable, so torch.from_numpy is safe on it)."""
