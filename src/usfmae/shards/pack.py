@@ -60,7 +60,7 @@ class PackConfig:
         check(self.fit in FIT_POLICIES, f"--fit must be pad or stretch, got {self.fit!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one of these per frame of the corpus is held
 class CorpusItem:
     """One input frame: unique id, file, source dataset name, optional label."""
 
