@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from pathlib import Path
 
@@ -11,10 +13,12 @@ import pytest
 from test_ingest import make_root, texture
 
 from usfmae.cli import main
+from usfmae.commands import merge as merge_command
 from usfmae.curate.ingest import IngestConfig, run_ingest
 from usfmae.curate.merge import merge_ingest
 from usfmae.curate.shard import in_shard, parse_shard, shard_of
 from usfmae.errors import ConfigError, DataError
+from usfmae.fileio import LOCK_NAME
 
 # an exact copy of SrcA/img1.png that lands in the other shard of two (checked below)
 CROSS_COPY = "SrcB/img1_again.png"
@@ -106,3 +110,38 @@ def test_cli_shards_and_merge(root, tmp_path, capsys):
     assert "2 shards, 12 files" in capsys.readouterr().out
     assert main(["merge", str(tmp_path / "p0"), "--out", str(tmp_path / "m2")]) == 2
     assert "shard(s) 1/2 missing" in capsys.readouterr().err
+
+
+def test_merge_into_a_held_folder_stops_in_one_line(root, tmp_path, capsys):
+    parts = [tmp_path / f"p{i}" for i in range(2)]
+    for i, part in enumerate(parts):
+        _ingest(root, part, f"{i}/2")
+    out = tmp_path / "m"
+    out.mkdir()
+    # another run's lock: flock on a description of our own, so lock_output_dir's open conflicts with it
+    held = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    os.write(held, b"pid 4242 on node7: usfmae merge\n")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        assert main(["merge", *map(str, parts), "--out", str(out), "--no-progress"]) == 2
+    finally:
+        os.close(held)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}: in use by another usfmae run (pid 4242 on node7: usfmae merge)" in err
+    assert [p.name for p in out.iterdir()] == [LOCK_NAME]  # nothing written beside the holder's files
+    assert main(["merge", *map(str, parts), "--out", str(out), "--no-progress"]) == 0  # released: it runs
+
+
+def test_merge_dispatches_on_the_first_folders_kind(tmp_path, capsys, monkeypatch):
+    assert main(["merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"usfmae merge: error: {tmp_path / 'nothing'}: not the output folder of a --shard run "
+                   f"(it has none of: ingest_config.yaml)\n")
+    calls = []
+    monkeypatch.setattr(merge_command, "KINDS", merge_command.KINDS + (
+        ("clean_config.yaml", lambda folders, out, progress: calls.append((folders, out)) or {"n": 2},
+         lambda result: f"merged {result['n']}"),))
+    (tmp_path / "c0").mkdir()
+    (tmp_path / "c0" / "clean_config.yaml").write_text("{}")
+    assert main(["merge", str(tmp_path / "c0"), "c1", "--out", "o", "--no-progress"]) == 0
+    assert calls == [([str(tmp_path / "c0"), "c1"], "o")] and capsys.readouterr().out == "merged 2\n"

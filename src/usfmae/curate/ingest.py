@@ -24,7 +24,9 @@ audit pairs file); ``rejected`` (one row per unreadable file, ``reason`` says wh
 is path order then frame order, so the result does not depend on the number of workers.
 
 Resumable: each finished file appends one record to ``progress.jsonl``; a re-run skips files whose
-size, mtime and sampling settings are unchanged and rebuilds the same manifest.
+size, mtime and sampling settings are unchanged and rebuilds the same manifest. Memory stays flat in
+the number of frames: the records are read back from that file one at a time, the manifest written
+in row groups (:mod:`usfmae.curate.manifest`).
 """
 
 from __future__ import annotations
@@ -40,19 +42,17 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from usfmae.config import check, opt, save_config
-from usfmae.curate.hashing import (
-    GroupedHammingIndex,
-    hamming,
-    phash,
-    phash_from_int64,
-    phash_to_hex,
-    phash_to_int64,
-    pixel_hash,
+from usfmae.curate.hashing import hamming, phash, phash_to_hex, phash_to_int64, pixel_hash
+from usfmae.curate.manifest import (
+    MANIFEST_SCHEMA,
+    ProgressEntry,
+    finalize,
+    index_progress,
+    read_records,
+    write_manifest,
 )
 from usfmae.curate.png import write_png
 from usfmae.curate.readers import SCALES, detect_kind, read_frames
@@ -61,7 +61,6 @@ from usfmae.errors import DataError
 from usfmae.fileio import (
     RejectLog,
     append_jsonl,
-    atomic_path,
     end_with_parent,
     ensure_output_dir,
     fit_name,
@@ -73,18 +72,7 @@ from usfmae.runtime import available_cores, configure_threads
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "duplicate", "near_duplicate", "rejected", "excluded")
 _FORMAT = 1  # bump when the meaning of a progress record changes
-
-MANIFEST_SCHEMA = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("path", pa.string()), ("source_path", pa.string()),
-    ("kind", pa.string()),
-    ("frame_index", pa.int32()), ("timestamp", pa.float64()), ("width", pa.int32()),
-    ("height", pa.int32()), ("channels", pa.int8()), ("bit_depth", pa.int8()),
-    ("pixel_hash", pa.string()), ("phash", pa.int64()), ("phash_hex", pa.string()),
-    ("group_id", pa.string()), ("status", pa.string()), ("reason", pa.string()),
-    ("duplicate_of", pa.string()), ("phash_distance", pa.int8()), ("modality", pa.string()),
-])
 
 
 @dataclasses.dataclass
@@ -286,55 +274,6 @@ def read_exclude_ids(path: str | Path) -> set[str]:
     return set(table["pretrain_id"].dropna().astype(str))
 
 
-def finalize(records: list[dict[str, Any]], cfg: IngestConfig, exclude: set[str]) -> list[dict[str, Any]]:
-    """Cross-file decisions on rows in path, frame order: exact / near duplicates, exclusions."""
-    first: dict[str, str] = {}
-    near = GroupedHammingIndex(cfg.phash_threshold)
-    rows = []
-    for record in sorted(records, key=lambda r: r["path"]):
-        for row in record["rows"]:
-            row = dict(row)
-            rows.append(row)
-            if row["status"] == "rejected":
-                continue
-            h = row["pixel_hash"]
-            if row["status"] == "ok":
-                if h in first and first[h] != row["id"]:
-                    row.update(status="duplicate", duplicate_of=first[h], phash_distance=-1,
-                               reason="same pixels as an earlier frame")
-                elif cfg.near_dup != "keep" and not row["duplicate_of"]:
-                    group = row["group_id"] if cfg.near_dup_scope == "group" else ""
-                    hit = near.nearest(group, phash_from_int64(row["phash"]))
-                    if hit is not None:
-                        scope = "group" if cfg.near_dup_scope == "group" else "corpus"
-                        row.update(duplicate_of=hit[0], phash_distance=hit[1],
-                                   status="near_duplicate" if cfg.near_dup == "drop" else "ok",
-                                   reason=f"pHash distance {hit[1]} to an earlier frame of the same {scope}")
-                    else:
-                        near.add(group, phash_from_int64(row["phash"]), row["id"])
-            first.setdefault(h, row["id"])
-            if row["id"] in exclude:
-                row.update(status="excluded", reason="overlaps an evaluation frame (audit pairs file)")
-    return rows
-
-
-def _load_progress(path: Path) -> dict[str, dict[str, Any]]:
-    """Last record per file; a line torn by a killed run is skipped (that file is simply redone)."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    with open(path, "rb+") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-                done[record["path"]] = record
-            except (ValueError, KeyError, TypeError):
-                continue
-        if handle.tell() and (handle.seek(-1, os.SEEK_END), handle.read(1))[1] != b"\n":
-            handle.write(b"\n")  # so the next record does not glue onto the torn one
-    return done
-
-
 def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     """Ingest ``cfg.root`` into ``cfg.out`` (resuming), write the manifest; return counts by status."""
     root, out = Path(cfg.root), Path(cfg.out)
@@ -346,18 +285,18 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     exclude = read_exclude_ids(cfg.exclude) if cfg.exclude else set()
     save_config(cfg, out / "ingest_config.yaml")
     progress_path = out / ".ingest" / "progress.jsonl"
-    done = _load_progress(progress_path)
+    done = index_progress(progress_path)  # where each file's record is, not the records
     shard = parse_shard(cfg.shard)
     files = [rel for rel in list_files(root, skip=out.resolve()) if in_shard(rel, shard)]
     recipe = cfg.recipe()
 
     def finished(rel: str) -> bool:
-        rec = done.get(rel)
+        entry = done.get(rel)
         try:
             stat = (root / rel).stat()
         except OSError:
             return False  # process_file records why it cannot be read
-        return rec is not None and (rec["size"], rec["mtime_ns"], rec["recipe"]) == (
+        return entry is not None and (entry.size, entry.mtime_ns, entry.recipe) == (
             stat.st_size, stat.st_mtime_ns, recipe)
 
     todo = [rel for rel in files if not finished(rel)]
@@ -367,8 +306,10 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
 
     def collect(record: dict[str, Any]) -> None:
+        # index_progress closed any torn line, so this record starts at the current end of the file
+        offset = progress_path.stat().st_size if progress_path.exists() else 0
         append_jsonl(progress_path, record)
-        done[record["path"]] = record
+        done[record["path"]] = ProgressEntry(record["size"], record["mtime_ns"], recipe, offset)
         for row in record["rows"]:
             if row["status"] == "rejected":
                 extra = {} if row["frame_index"] == -1 else {"frame": row["frame_index"]}
@@ -387,13 +328,17 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
             for job in futures.as_completed(jobs):
                 collect(job.result())
     bar.close()
-    rows = finalize([done[rel] for rel in files], cfg, exclude)
-    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     manifest = out / "manifest.parquet"
-    if not (manifest.exists() and pq.read_table(manifest).equals(table)):
-        with atomic_path(manifest) as tmp:
-            pq.write_table(table, tmp)
-    counts = {status: 0 for status in STATUSES}
-    for row in rows:
-        counts[row["status"]] += 1
+    counts = build_manifest(progress_path, [done[rel] for rel in files], cfg, exclude, manifest)
     return {"manifest": str(manifest), "files": len(files), "processed": len(todo), **counts}
+
+
+def build_manifest(progress_path: Path, entries: list[ProgressEntry], cfg: IngestConfig, exclude: set[str],
+                   manifest: Path) -> dict[str, int]:
+    """Finalize the records at ``entries`` (path order) of a progress file into ``manifest``.
+
+    Streams: the records are read twice from disk, the rows written in row groups as they come
+    (:mod:`usfmae.curate.manifest`). Returns the number of rows of each status.
+    """
+    rows = finalize(lambda: read_records(progress_path, entries), cfg, exclude)
+    return write_manifest(rows, manifest)

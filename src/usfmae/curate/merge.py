@@ -6,11 +6,15 @@ near duplicates corpus- or group-wide, exclusions) need every file's hashes. The
 
 1. checks completeness: one finished folder for each shard 0..N-1, the same settings in all, every
    file of ROOT (listed again now) done by its own shard with its current size and date;
-2. runs ingest's own :func:`usfmae.curate.ingest.finalize` over all shards' per-file records in path
-   order, exactly as a single run does (so duplicates across shards are found here);
-3. writes ``manifest.parquet``, ``.ingest/progress.jsonl`` (a later ``usfmae ingest ROOT --out OUT``
-   resumes from it with nothing to do), ``ingest_config.yaml`` and ``rejects.jsonl`` into OUT, and
-   hard-links every frame file (copies across file systems).
+2. copies every file's record, in path order, into OUT's ``.ingest/progress.jsonl`` (a later
+   ``usfmae ingest ROOT --out OUT`` resumes from it with nothing to do) and hard-links the file's
+   frames (copies across file systems), one record at a time;
+3. builds ``manifest.parquet`` from that progress file with ingest's own streaming
+   :func:`usfmae.curate.ingest.build_manifest`, exactly as a single run does (so duplicates across
+   shards are found here), and writes ``ingest_config.yaml`` and ``rejects.jsonl``.
+
+OUT is locked like every stage's output folder (a second merge or an ingest into it stops in one line),
+and memory stays flat in the number of frames (only each file's place in its shard's progress is held).
 
 The result equals a single ``usfmae ingest ROOT --out OUT`` run: the same manifest rows and frame files.
 """
@@ -25,21 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 from tqdm import tqdm
 
 from usfmae.config import build_config, save_config, to_dict
-from usfmae.curate.ingest import (
-    MANIFEST_SCHEMA,
-    STATUSES,
-    IngestConfig,
-    _load_progress,
-    finalize,
-    list_files,
-    read_exclude_ids,
-)
+from usfmae.curate.ingest import IngestConfig, build_manifest, list_files, read_exclude_ids
+from usfmae.curate.manifest import ProgressEntry, index_progress
 from usfmae.curate.shard import parse_shard, shard_of
 from usfmae.errors import ConfigError, DataError
 from usfmae.fileio import atomic_open, atomic_path, ensure_output_dir
@@ -116,45 +111,70 @@ def merge_ingest(shard_folders: Sequence[str | os.PathLike], out: str | os.PathL
     root, out = Path(base.root), Path(out)
     if not root.is_dir():
         raise DataError(f"{root}: the shards' input folder is not here; merge where the input can be listed")
-    ensure_output_dir(out / ".ingest")
+    ensure_output_dir(out)  # locked: a second merge into OUT stops in one line naming this one
+    ensure_output_dir(out / ".ingest")  # the lock ingest takes: no `usfmae ingest --out OUT` meanwhile
     skip = {p.resolve() for p in [out, *folders]}
     files = [f for f in list_files(root) if not any(s in (root / f).resolve().parents for s in skip)]
     recipe = base.recipe()
-    records: dict[str, tuple[dict[str, Any], Path]] = {}
-    for _, folder in sorted(by_index.items()):
-        for rel, record in _load_progress(folder / ".ingest" / "progress.jsonl").items():
-            records[rel] = (record, folder)
+    shard_progress = {i: folder / ".ingest" / "progress.jsonl" for i, folder in sorted(by_index.items())}
+    found: dict[str, tuple[ProgressEntry, int]] = {}  # file -> (its last record, the shard that has it)
+    for i, path in shard_progress.items():
+        for rel, entry in index_progress(path, repair=False).items():
+            found[rel] = (entry, i)
     stale = []
     for rel in files:
-        record = records.get(rel)
+        entry = found.get(rel, (None, 0))[0]
         stat = (root / rel).stat()
-        if record is None or (record[0]["size"], record[0]["mtime_ns"], record[0]["recipe"]) != (
-                stat.st_size, stat.st_mtime_ns, recipe):
+        if entry is None or (entry.size, entry.mtime_ns, entry.recipe) != (stat.st_size, stat.st_mtime_ns, recipe):
             stale.append(rel)
     if stale:
         rel = stale[0]
         raise DataError(f"{len(stale)} file(s) of {root} not done by their shard, e.g. {rel} "
                         f"(shard {shard_of(rel, count)}/{count}): rerun that shard, then merge")
     exclude = read_exclude_ids(base.exclude) if base.exclude else set()
-    rows = finalize([records[rel][0] for rel in files], base, exclude)
-    folder_of = {row["id"]: records[rel][1] for rel in files for row in records[rel][0]["rows"]}
-    linked = 0
-    for row in tqdm(rows, desc="merge", unit="frame", disable=not progress):
-        if row["path"]:
-            _link(folder_of[row["id"]] / row["path"], out / row["path"])
-            linked += 1
+    progress_path = out / ".ingest" / "progress.jsonl"
+    entries, linked = _copy_records(files, found, shard_progress, by_index, out, progress_path, progress)
     merged = dataclasses.replace(base, out=str(out), shard=None)
     save_config(merged, out / "ingest_config.yaml")
-    with atomic_open(out / ".ingest" / "progress.jsonl", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(records[rel][0]) + "\n" for rel in files)
-    with atomic_open(out / "rejects.jsonl", "w", encoding="utf-8") as handle:
+    with atomic_open(out / "rejects.jsonl", "wb") as handle:
         for _, folder in sorted(by_index.items()):
             if (folder / "rejects.jsonl").is_file():
-                handle.write((folder / "rejects.jsonl").read_text(encoding="utf-8"))
+                with open(folder / "rejects.jsonl", "rb") as part:
+                    shutil.copyfileobj(part, handle)
     manifest = out / "manifest.parquet"
-    with atomic_path(manifest) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), tmp)
-    counts = {status: 0 for status in STATUSES}
-    for row in rows:
-        counts[row["status"]] += 1
+    counts = build_manifest(progress_path, entries, merged, exclude, manifest)
     return {"manifest": str(manifest), "files": len(files), "shards": count, "frames_linked": linked, **counts}
+
+
+def _copy_records(files: list[str], found: dict[str, tuple[ProgressEntry, int]], shard_progress: dict[int, Path],
+                  by_index: dict[int, Path], out: Path, progress_path: Path,
+                  progress: bool) -> tuple[list[ProgressEntry], int]:
+    """Write each file's record, in ``files`` order, into OUT's progress file and link its frames.
+
+    Returns each file's entry in the new progress file and the number of frames linked.
+    """
+    handles = {i: open(path, "rb") for i, path in shard_progress.items()}  # noqa: SIM115 (closed below)
+    entries: list[ProgressEntry] = []
+    linked = offset = 0
+    try:
+        with atomic_open(progress_path, "wb") as merged:
+            for rel in tqdm(files, desc="merge", unit="file", disable=not progress):
+                entry, shard = found[rel]
+                handle = handles[shard]
+                handle.seek(entry.offset)
+                line = handle.readline()
+                if not line.strip():  # a record appended after a torn line starts one byte later
+                    line = handle.readline()
+                record = json.loads(line)
+                for row in record["rows"]:
+                    if row["path"]:
+                        _link(by_index[shard] / row["path"], out / row["path"])
+                        linked += 1
+                line = line if line.endswith(b"\n") else line + b"\n"
+                merged.write(line)
+                entries.append(entry._replace(offset=offset))
+                offset += len(line)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return entries, linked
