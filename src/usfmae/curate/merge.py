@@ -36,8 +36,9 @@ from usfmae.config import build_config, save_config, to_dict
 from usfmae.curate.ingest import IngestConfig, build_manifest, list_files, read_exclude_ids
 from usfmae.curate.manifest import ProgressEntry, index_progress
 from usfmae.curate.shard import parse_shard, shard_of
+from usfmae.curate.shard_runs import link_or_copy
 from usfmae.errors import ConfigError, DataError
-from usfmae.fileio import atomic_open, atomic_path, ensure_output_dir
+from usfmae.fileio import atomic_open, ensure_output_dir
 
 # settings that may differ between shards (where they ran, how fast), not what they produce
 _PER_SHARD = ("out", "shard", "workers")
@@ -79,19 +80,6 @@ def _check_shards(folders: Sequence[Path]) -> tuple[IngestConfig, dict[int, Path
         raise DataError(f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing: "
                         f"give every shard's output folder")
     return base, by_index
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        if dst.stat().st_ino == src.stat().st_ino:
-            return
-        dst.unlink()
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed: copy instead
-        with atomic_path(dst) as tmp:
-            shutil.copy2(src, tmp)
 
 
 def merge_ingest(shard_folders: Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -168,7 +156,7 @@ def _copy_records(files: list[str], found: dict[str, tuple[ProgressEntry, int]],
                 record = json.loads(line)
                 for row in record["rows"]:
                     if row["path"]:
-                        _link(by_index[shard] / row["path"], out / row["path"])
+                        link_or_copy(by_index[shard] / row["path"], out / row["path"])
                         linked += 1
                 line = line if line.endswith(b"\n") else line + b"\n"
                 merged.write(line)
