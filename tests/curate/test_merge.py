@@ -135,12 +135,12 @@ def test_merge_into_a_held_folder_stops_in_one_line(root, tmp_path, capsys):
 def test_merge_dispatches_on_the_first_folders_kind(tmp_path, capsys, monkeypatch):
     assert main(["merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
-    assert err == (f"usfmae merge: error: {tmp_path / 'nothing'}: not the output folder of a --shard run "
-                   f"(it has none of: ingest_config.yaml)\n")
+    assert err == (f"usfmae merge: error: {tmp_path / 'nothing'}: not the output of a --shard run "
+                   f"(expected an ingest output (ingest_config.yaml))\n")
     calls = []
-    monkeypatch.setattr(merge_command, "KINDS", merge_command.KINDS + (
-        ("clean_config.yaml", lambda folders, out, progress: calls.append((folders, out)) or {"n": 2},
-         lambda result: f"merged {result['n']}"),))
+    monkeypatch.setattr(merge_command, "KINDS", merge_command.KINDS + (merge_command.Kind(
+        "a clean output", lambda path: (path / "clean_config.yaml").is_file(),
+        lambda folders, out, progress: calls.append((folders, out)) or {"n": 2}, lambda result: f"merged {result['n']}"),))
     (tmp_path / "c0").mkdir()
     (tmp_path / "c0" / "clean_config.yaml").write_text("{}")
     assert main(["merge", str(tmp_path / "c0"), "c1", "--out", "o", "--no-progress"]) == 0

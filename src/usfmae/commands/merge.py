@@ -14,6 +14,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,30 +23,39 @@ from usfmae.curate.merge import merge_ingest
 from usfmae.errors import DataError
 
 
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One stage's merge: how to recognise its --shard output, the merge, and its summary line."""
+
+    name: str  # as the error for an unknown folder lists it
+    matches: Callable[[Path], bool]  # the first shard output given (folder or file) is of this kind
+    merge: Callable[..., dict[str, Any]]  # merge(shard_outputs, out, progress=bool) -> result
+    summary: Callable[[dict[str, Any]], str]  # result -> the line printed
+
+
 def _ingest_line(result: dict[str, Any]) -> str:
     return (f"{result['shards']} shards, {result['files']} files: {result['ok']} frames ok, "
             f"{result['duplicate']} duplicate, {result['near_duplicate']} near-duplicate, "
             f"{result['excluded']} excluded, {result['rejected']} rejected -> {result['manifest']}")
 
 
-# (file that marks a stage's output folder, that stage's merge(folders, out, progress=) -> result,
-#  the summary line of its result); the first folder's marker picks the entry
-KINDS: tuple[tuple[str, Callable[..., dict[str, Any]], Callable[[dict[str, Any]], str]], ...] = (
-    ("ingest_config.yaml", merge_ingest, _ingest_line),
+# the first entry whose `matches` accepts the first shard output runs; a stage adds its own Kind
+KINDS: tuple[Kind, ...] = (
+    Kind("an ingest output (ingest_config.yaml)", lambda path: (path / "ingest_config.yaml").is_file(),
+         merge_ingest, _ingest_line),
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("shards", nargs="+", help="output folders of one stage's --shard I/N runs (all N)")
-    parser.add_argument("--out", required=True, help="merged output folder (created, locked)")
+    parser.add_argument("shards", nargs="+", help="outputs of one stage's --shard I/N runs (all N)")
+    parser.add_argument("--out", required=True, help="merged output (created, locked)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     first = Path(args.shards[0])
-    for marker, merge, line in KINDS:
-        if (first / marker).is_file():
-            print(line(merge(args.shards, args.out, progress=not args.no_progress)))
+    for kind in KINDS:
+        if kind.matches(first):
+            print(kind.summary(kind.merge(args.shards, args.out, progress=not args.no_progress)))
             return 0
-    markers = ", ".join(marker for marker, _, _ in KINDS)
-    raise DataError(f"{first}: not the output folder of a --shard run (it has none of: {markers})")
+    raise DataError(f"{first}: not the output of a --shard run (expected {' or '.join(k.name for k in KINDS)})")
