@@ -55,6 +55,12 @@ def _ellipse(k: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
 
 
+def _nonzero(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 2-D array, in the same order: the 1-D search plus a divmod is ~10x
+    faster on sparse 800x600 masks than numpy's 2-D one."""
+    return np.divmod(np.flatnonzero(a if a.dtype == bool else a != 0), a.shape[1])  # bool: 10x faster again
+
+
 def _components(mask: np.ndarray, connectivity: int = 8) -> tuple[int, np.ndarray, np.ndarray]:
     """Label a sparse mask and measure its components from the foreground pixels only.
 
@@ -67,7 +73,7 @@ def _components(mask: np.ndarray, connectivity: int = 8) -> tuple[int, np.ndarra
     """
     count, labels = cv2.connectedComponentsWithAlgorithm(mask.astype(np.uint8), connectivity, cv2.CV_32S,
                                                          cv2.CCL_BBDT)
-    ys, xs = np.nonzero(labels)
+    ys, xs = _nonzero(labels)
     lab = labels[ys, xs]
     x0 = np.full(count, labels.shape[1], np.int64)
     y0 = np.full(count, labels.shape[0], np.int64)
@@ -121,8 +127,8 @@ def colour_marks(rgb: np.ndarray, chroma: np.ndarray, fan: np.ndarray) -> np.nda
     doppler_like = np.zeros(count, bool)
     if thick.any():
         # A thin fragment shaded with the flow map's colours is a piece of Doppler, not a mark.
-        ys, xs = np.nonzero(thin)
-        ty, tx = np.nonzero(thick)
+        ys, xs = _nonzero(thin)
+        ty, tx = _nonzero(thick)
         in_map = np.isin(_quantised(rgb[ys, xs]), np.unique(_quantised(rgb[ty, tx])))
         doppler_like = np.bincount(labels[ys, xs], weights=in_map, minlength=count) >= DOPPLER_SHARE * area
     long = np.maximum(stats[:, 2], stats[:, 3]) >= 0.1 * min(chroma.shape)  # box edges, lines
@@ -195,7 +201,7 @@ def _islands(gray: np.ndarray, drawn: np.ndarray, body: np.ndarray, bg: int) -> 
     count, labels = cv2.connectedComponentsWithAlgorithm(margin.astype(np.uint8), 8, cv2.CV_32S, cv2.CCL_BBDT)
     if count <= 1:
         return np.zeros(drawn.shape, bool)
-    ys, xs = np.nonzero(margin)
+    ys, xs = _nonzero(margin)
     lab = labels[ys, xs]
     touching = cv2.dilate((drawn & body).astype(np.uint8), np.ones((3, 3), np.uint8))[ys, xs] > 0
     cut_off = np.ones(count, bool)
@@ -257,16 +263,17 @@ def gray_marks(gray: np.ndarray, fan: np.ndarray, screen_bg: np.ndarray, screen:
     fill = area / np.maximum(bw * bh, 1)
     # Drawn pixels are flat: most of a mark shares its brightest value exactly (anti-aliased rims
     # aside), while a speckle grain peaks at one pixel and falls off.
-    on = labels > 0
+    ys, xs = _nonzero(linked)
+    lab, val = labels[ys, xs], gray[ys, xs]
     peak = np.zeros(count, np.int32)
-    np.maximum.at(peak, labels[on], gray[on])
-    at_peak = np.bincount(labels[on], weights=gray[on] >= peak[labels[on]] - 1, minlength=count)
+    np.maximum.at(peak, lab, val)
+    at_peak = np.bincount(lab, weights=val >= peak[lab] - 1, minlength=count)
     flat = (at_peak / np.maximum(area, 1) >= 0.5) & (area >= 4)
     thin = area / np.maximum(extent, 1) <= 1.6 * stroke          # mean width along the long axis
     line_like = (extent >= EXTENT_STROKES * stroke) & ((fill < 0.45) | thin)   # crosses, arrows, letters, lines
     # A bright structure that continues into the screen is a mark cut by the fan edge.
     touching = np.zeros(count, bool)
-    touching[labels[cv2.dilate(screen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0]] = True
+    touching[lab[cv2.dilate(screen.astype(np.uint8), np.ones((3, 3), np.uint8))[ys, xs] > 0]] = True
     keep = (line_like | flat | touching) & (area <= 0.02 * gray.size) & (area >= 3)
     keep[0] = False
     return keep[labels] & (cand > 0)
