@@ -42,6 +42,9 @@ INPAINT_RADIUS = 3
 TOPHAT_NOISE = 1.9         # threshold = this x the 90th percentile of the speckle's top-hat
 EXTENT_STROKES = 2.5       # a line-like mark is at least this many stroke widths long
 DOPPLER_SHARE = 0.5        # a thin colour fragment with this share of flow-map colours is Doppler
+FLOW_HUE_SHARE = 0.5       # a thick colour blob with this share of Doppler hues is a flow map
+FLOW_RED_MAX, FLOW_RED_MIN = 20, 165  # OpenCV hue (0-179): red to orange wraps around 0
+FLOW_BLUE = (95, 135)      # cyan-blue to blue
 MAX_OCR_LINES = 3          # candidate text lines read per frame inside a found scan
 MAX_OCR_LINES_UNSURE = 12  # ... and over the whole frame when the scan region is unsure
 
@@ -113,6 +116,11 @@ def colour_marks(rgb: np.ndarray, chroma: np.ndarray, fan: np.ndarray) -> np.nda
         _, labels, stats = _components(thick)
         # Bold glyphs survive the opening as specks: a flow map is a big blob ...
         big = stats[:, 4] >= k * k
+        # ... in the flow map's hues: on a small frame a caliper cross or a label is a few pixels
+        # thick and passes the opening, but it is drawn in yellow, green, cyan or magenta, while
+        # velocity and power Doppler are red to orange and blue (a tint over the whole frame is
+        # large, whatever its hue)
+        big &= (_flow_hue_share(rgb, labels, len(stats)) >= FLOW_HUE_SHARE) | (stats[:, 4] >= 0.01 * chroma.size)
         # ... but never a filled rectangle: that is a colour scale bar drawn beside the image.
         rect = stats[:, 4] >= 0.85 * stats[:, 2] * stats[:, 3]
         big[0] = rect[0] = False
@@ -135,6 +143,16 @@ def colour_marks(rgb: np.ndarray, chroma: np.ndarray, fan: np.ndarray) -> np.nda
     keep = ~doppler_like | long  # even one saturated pixel in grey B-mode is drawn
     keep[0] = False
     return keep[labels] | bars
+
+
+def _flow_hue_share(rgb: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    """(count,) share of each component's pixels in Doppler flow hues: red to orange, or blue."""
+    hue = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 0]  # 0-179
+    flow = (hue <= FLOW_RED_MAX) | (hue >= FLOW_RED_MIN) | ((hue >= FLOW_BLUE[0]) & (hue <= FLOW_BLUE[1]))
+    inside = labels > 0
+    total = np.bincount(labels[inside], minlength=count)
+    in_flow = np.bincount(labels[inside], weights=flow[inside], minlength=count)
+    return in_flow / np.maximum(total, 1)
 
 
 def _quantised(pixels: np.ndarray) -> np.ndarray:
