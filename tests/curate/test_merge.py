@@ -136,11 +136,13 @@ def test_merge_dispatches_on_the_first_folders_kind(tmp_path, capsys, monkeypatc
     assert main(["merge", str(tmp_path / "nothing"), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err == (f"usfmae merge: error: {tmp_path / 'nothing'}: not the output of a --shard run "
-                   f"(expected an ingest output (ingest_config.yaml))\n")
+                   f"(expected an ingest output (ingest_config.yaml) or a clean output (clean_config.yaml) "
+                   f"or a pack output (shards.json) or an embed .parquet file)\n")
     calls = []
-    monkeypatch.setattr(merge_command, "KINDS", merge_command.KINDS + (merge_command.Kind(
+    monkeypatch.setattr(merge_command, "KINDS", (merge_command.Kind(
         "a clean output", lambda path: (path / "clean_config.yaml").is_file(),
-        lambda folders, out, progress: calls.append((folders, out)) or {"n": 2}, lambda result: f"merged {result['n']}"),))
+        lambda folders, out, progress: calls.append((folders, out)) or {"n": 2}, lambda result: f"merged {result['n']}"),)
+        + merge_command.KINDS)
     (tmp_path / "c0").mkdir()
     (tmp_path / "c0" / "clean_config.yaml").write_text("{}")
     assert main(["merge", str(tmp_path / "c0"), "c1", "--out", "o", "--no-progress"]) == 0

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from usfmae.cli import main
 from usfmae.curate.shard import shard_of
 from usfmae.downstream.embed import embed, merge_embeddings
 from usfmae.downstream.features import FeatureWriter, read_metadata
@@ -49,7 +50,7 @@ def _table(path: Path) -> tuple[list[str], np.ndarray]:
 
 @pytest.mark.parametrize("kind, count", [("folder", 2), ("folder", 3), ("shards", 2)])
 def test_merged_shards_equal_a_single_run(inputs: dict[str, Path], weights: Path, tmp_path: Path, kind: str,
-                                          count: int) -> None:
+                                          count: int, capsys) -> None:
     source = inputs[kind]
     single = embed(source, tmp_path / "single.parquet", weights=weights, batch_size=3)
     embed(source, tmp_path / "single.npy", weights=weights, batch_size=3)
@@ -58,8 +59,13 @@ def test_merged_shards_equal_a_single_run(inputs: dict[str, Path], weights: Path
         embed(source, part, weights=weights, batch_size=3, shard=f"{i}/{count}", num_workers=i % 2)
         run = read_metadata(part)["shard_run"]
         assert (run["stage"], run["shard"], run["finished"]) == ("embed", f"{i}/{count}", True)
-    merged = merge_embeddings(parts[::-1], tmp_path / "merged.parquet", progress=False)
-    assert (merged["n"], merged["dim"], merged["shards"]) == (single["n"], 128, count) == (10, 128, count)
+    if count == 2:
+        merged = merge_embeddings(parts[::-1], tmp_path / "merged.parquet", progress=False)
+        assert (merged["n"], merged["dim"], merged["shards"]) == (single["n"], 128, count) == (10, 128, count)
+    else:  # the CLI: `usfmae merge` picks the embed merge for a .parquet file
+        capsys.readouterr()
+        assert main(["merge", *map(str, parts[::-1]), "--out", str(tmp_path / "merged.parquet"), "--no-progress"]) == 0
+        assert capsys.readouterr().out == f"3 shards: 10 x 128 features, 1 rejected -> {tmp_path / 'merged.parquet'}\n"
     paths, feats = _table(tmp_path / "merged.parquet")
     one_paths, one_feats = _table(tmp_path / "single.parquet")
     assert paths == one_paths and len(paths) == 10

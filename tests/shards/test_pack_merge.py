@@ -43,15 +43,20 @@ def single(corpus: Path, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("count", [2, 3])
-def test_merged_packs_equal_a_single_run(corpus: Path, single: Path, tmp_path: Path, count: int) -> None:
+def test_merged_packs_equal_a_single_run(corpus: Path, single: Path, tmp_path: Path, count: int, capsys) -> None:
     parts = [tmp_path / f"part{i}" for i in range(count)]
     for i, part in enumerate(parts):
         assert _pack(corpus, part, "--shard", f"{i}/{count}", "--workers", str(1 + i % 2)) == 0
         record = json.loads((part / "shard.json").read_text())
         assert (record["stage"], record["shard"], record["finished"]) == ("pack", f"{i}/{count}", True)
         assert all(shard_of(frame_id, count) == i for frame_id in ShardReader(part).ids)
-    summary = merge_packs(parts[::-1], tmp_path / "merged", progress=False)
-    assert summary == {"shards": count, "frames": 13, "rejected": 1, "out": str(tmp_path / "merged")}
+    if count == 2:
+        summary = merge_packs(parts[::-1], tmp_path / "merged", progress=False)
+        assert summary == {"shards": count, "frames": 13, "rejected": 1, "out": str(tmp_path / "merged")}
+    else:  # the CLI: `usfmae merge` picks the pack merge by the first folder's kind
+        capsys.readouterr()
+        assert main(["merge", *map(str, parts[::-1]), "--out", str(tmp_path / "merged"), "--no-progress"]) == 0
+        assert capsys.readouterr().out == f"3 shards: 13 frames repacked, 1 rejected -> {tmp_path / 'merged'}\n"
     merged, one = ShardReader(tmp_path / "merged"), ShardReader(single)
     assert merged.ids == one.ids == [f"{'a' if i < 6 else 'b'}/img{i:02d}" for i in range(13)]
     assert (merged.sources, merged.labels, merged.num_shards) == (one.sources, one.labels, 5)

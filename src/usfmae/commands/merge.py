@@ -4,11 +4,16 @@ The kind of the first folder says which stage's merge runs: an ingest output (in
 -> the ingest merge, which checks that every shard 0..N-1 finished with the same settings and that
 every file of the input folder was done by its shard, then finds duplicates across shards and
 writes OUT as a single `usfmae ingest` run would have (same manifest rows, frames hard-linked).
-OUT is locked while the merge runs. See examples/slurm_array.sh.
+OUT is locked while the merge runs. See examples/slurm_array.sh. A clean output folder
+(clean_config.yaml), a pack shard folder (shards.json) or an embed .parquet file -> that stage's
+merge: the same checks, then what one run of the stage writes (same manifest rows, same shard files,
+same features, in the same order).
 
 Examples:
   usfmae merge parts/shard-0 parts/shard-1 parts/shard-2 parts/shard-3 --out corpus
   usfmae merge parts/shard-* --out corpus
+  usfmae merge parts/clean-* --out cleaned
+  usfmae merge parts/feats-*.parquet --out feats.parquet
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from usfmae.clean.merge import is_clean_shard, merge_clean
 from usfmae.curate.merge import merge_ingest
 from usfmae.errors import DataError
+from usfmae.shards.merge import merge_packs
+from usfmae.shards.store import is_shard_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +41,12 @@ class Kind:
     summary: Callable[[dict[str, Any]], str]  # result -> the line printed
 
 
+def _merge_embeddings(outputs: list[str], out: str, progress: bool = True) -> dict[str, Any]:
+    from usfmae.downstream.embed import merge_embeddings  # imports torch: only when features are merged
+
+    return merge_embeddings(outputs, out, progress=progress)
+
+
 def _ingest_line(result: dict[str, Any]) -> str:
     return (f"{result['shards']} shards, {result['files']} files: {result['ok']} frames ok, "
             f"{result['duplicate']} duplicate, {result['near_duplicate']} near-duplicate, "
@@ -43,6 +57,13 @@ def _ingest_line(result: dict[str, Any]) -> str:
 KINDS: tuple[Kind, ...] = (
     Kind("an ingest output (ingest_config.yaml)", lambda path: (path / "ingest_config.yaml").is_file(),
          merge_ingest, _ingest_line),
+    Kind("a clean output (clean_config.yaml)", is_clean_shard, merge_clean,
+         lambda r: f"{r['shards']} shards, {r['total']} images: {r['cleaned']} cleaned, {r['rejected']} rejected "
+                   f"-> {r['manifest']}"),
+    Kind("a pack output (shards.json)", is_shard_dir, merge_packs,
+         lambda r: f"{r['shards']} shards: {r['frames']} frames repacked, {r['rejected']} rejected -> {r['out']}"),
+    Kind("an embed .parquet file", lambda path: path.is_file() and path.suffix == ".parquet", _merge_embeddings,
+         lambda r: f"{r['shards']} shards: {r['n']} x {r['dim']} features, {r['rejected']} rejected -> {r['out']}"),
 )
 
 
