@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,15 +40,22 @@ def test_array_tasks_then_merge_equal_a_single_run(tmp_path):
     cv2.imwrite(str(root / "z_copy.png"), cv2.imread(str(root / "a.png")))  # a duplicate across shards
     assert shard_of("S/a.png", 2) != shard_of("S/z_copy.png", 2)
     for index in range(2):
-        task = _script(tmp_path, "ingest", str(tmp_path / "root"), str(tmp_path / "parts"),
-                       SLURM_ARRAY_TASK_ID=str(index), SLURM_ARRAY_TASK_COUNT="2", SLURM_CPUS_PER_TASK="1")
+        task = _script(tmp_path, "ingest", str(tmp_path / "root"), str(tmp_path / "parts"), "--workers", "1",
+                       SLURM_ARRAY_TASK_ID=str(index), SLURM_ARRAY_TASK_COUNT="2")
         assert task.returncode == 0, task.stderr
+        assert "workers: 1" in (tmp_path / "parts" / f"shard-{index}" / "ingest_config.yaml").read_text()
     merge = _script(tmp_path, "merge", str(tmp_path / "parts"), str(tmp_path / "corpus"))
     assert merge.returncode == 0, merge.stderr
     assert merge.stdout.startswith("2 shards, 6 files: 5 frames ok, 1 duplicate")
     run_ingest(IngestConfig(root=str(tmp_path / "root"), out=str(tmp_path / "single"), workers=1), progress=False)
     assert pq.read_table(tmp_path / "corpus" / "manifest.parquet").equals(
         pq.read_table(tmp_path / "single" / "manifest.parquet"))
+    # the next stage's array task starts from the merged corpus
+    clean = _script(tmp_path, "clean", str(tmp_path / "corpus" / "manifest.parquet"), str(tmp_path / "cleaned"),
+                    "--no-ocr", "--sheet", "0", SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="2")
+    assert clean.returncode == 0, clean.stderr
+    record = json.loads((tmp_path / "cleaned" / "shard-1" / "shard.json").read_text())
+    assert (record["stage"], record["shard"], record["finished"]) == ("clean", "1/2", True)
 
 
 def test_unknown_stage_is_exit_2(tmp_path):
