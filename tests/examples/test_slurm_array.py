@@ -1,4 +1,4 @@
-"""examples/slurm_array.sh runs as written: array tasks then the merge job equal a single run (ingest, clean)."""
+"""examples/slurm_array.sh runs as written: array tasks then the merge job equal a single run (ingest, clean, pack)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,19 @@ def test_array_tasks_then_merge_equal_a_single_run(tmp_path):
     merged, single = (pq.read_table(tmp_path / name / "manifest.parquet") for name in ("clean_merged", "clean_single"))
     same = [c for c in single.column_names if c != "seconds"]  # time taken per image differs run to run
     assert merged.column_names == single.column_names and merged.select(same).equals(single.select(same))
+    # and pack's: the merged shard files are the single run's, byte for byte
+    cleaned = str(tmp_path / "clean_merged" / "manifest.parquet")
+    for index in range(2):
+        pack = _script(tmp_path, "pack", cleaned, str(tmp_path / "packs"), "--size", "32", "--workers", "1",
+                       SLURM_ARRAY_TASK_ID=str(index), SLURM_ARRAY_TASK_COUNT="2")
+        assert pack.returncode == 0, pack.stderr
+    merge = _script(tmp_path, "merge", str(tmp_path / "packs"), str(tmp_path / "shards"))
+    assert merge.returncode == 0, merge.stderr
+    assert main(["pack", cleaned, "--out", str(tmp_path / "shards_single"), "--size", "32", "--workers", "1",
+                 "--no-progress"]) == 0
+    files = sorted(p.name for p in (tmp_path / "shards_single").glob("shard_*.npy"))
+    assert files and all((tmp_path / "shards" / f).read_bytes() == (tmp_path / "shards_single" / f).read_bytes()
+                         for f in files)
 
 
 def test_unknown_stage_is_exit_2(tmp_path):
