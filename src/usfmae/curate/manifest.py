@@ -24,7 +24,7 @@ import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -33,8 +33,14 @@ import pyarrow.parquet as pq
 from usfmae.curate.hashing import GroupedHammingIndex
 from usfmae.fileio import atomic_path
 
-if TYPE_CHECKING:
-    from usfmae.curate.ingest import IngestConfig
+
+class DuplicateSettings(Protocol):
+    """The settings the cross-file decisions read (``usfmae.curate.ingest.IngestConfig`` has them;
+    a protocol, so this module does not import the stage that imports it)."""
+
+    near_dup: str          # "drop" | "flag" | "keep"
+    near_dup_scope: str    # "group" | "corpus"
+    phash_threshold: int
 
 STATUSES = ("ok", "duplicate", "near_duplicate", "rejected", "excluded")
 
@@ -112,7 +118,7 @@ class _Plan(NamedTuple):
     distance: np.ndarray  # (rows,) int8: pHash distance to near_of
 
 
-def _plan(records: Iterable[dict[str, Any]], cfg: IngestConfig) -> _Plan:
+def _plan(records: Iterable[dict[str, Any]], cfg: DuplicateSettings) -> _Plan:
     """Pass 1: read the compact per-frame state, decide exact and near duplicates across files."""
     digests, phashes, groups, kinds = bytearray(), array("q"), array("i"), bytearray()
     group_numbers: dict[Any, int] = {}
@@ -168,7 +174,7 @@ def _plan(records: Iterable[dict[str, Any]], cfg: IngestConfig) -> _Plan:
     return _Plan(n, exact_of, near_of, distance)
 
 
-def _apply(records: Iterable[dict[str, Any]], plan: _Plan, cfg: IngestConfig,
+def _apply(records: Iterable[dict[str, Any]], plan: _Plan, cfg: DuplicateSettings,
            exclude: set[str]) -> Iterator[dict[str, Any]]:
     """Pass 2: the rows again, in order, with pass 1's decisions and the exclusions applied."""
     wanted = np.zeros(plan.rows, bool)
@@ -201,7 +207,7 @@ def _apply(records: Iterable[dict[str, Any]], plan: _Plan, cfg: IngestConfig,
         raise ValueError("the records changed between finalize's two passes")
 
 
-def finalize(records: Callable[[], Iterable[dict[str, Any]]], cfg: IngestConfig,
+def finalize(records: Callable[[], Iterable[dict[str, Any]]], cfg: DuplicateSettings,
              exclude: set[str]) -> Iterator[dict[str, Any]]:
     """Cross-file decisions on rows in path, frame order: exact / near duplicates, exclusions.
 
