@@ -36,10 +36,33 @@ def test_cores_are_the_affinity_mask_not_the_machine():
     assert runtime.available_cores() == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize("cores, load, idle", [(2, 0.3, 2), (2, 0.7, 1), (2, 7.2, 1), (16, 3.4, 13), (4, 0.0, 4)])
-def test_idle_cores_discount_the_load_of_other_processes(monkeypatch, cores, load, idle):
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+@pytest.mark.parametrize("cores, busy, idle", [(2, 0.3, 2), (2, 0.7, 1), (2, 7.2, 1), (16, 3.4, 13), (4, 0.0, 4)])
+def test_idle_cores_discount_the_cores_other_processes_keep_busy(monkeypatch, cores, busy, idle):
+    monkeypatch.setattr(runtime, "busy_cores", lambda: busy)
     assert runtime.idle_cores(cores) == idle
+
+
+@pytest.mark.parametrize("load, idle", [(0.3, 2), (7.2, 1)])
+def test_without_proc_stat_the_load_average_decides(monkeypatch, load, idle):
+    monkeypatch.setattr(runtime, "busy_cores", lambda: None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert runtime.idle_cores(2) == idle
+
+
+def test_busy_cores_sees_a_spinning_process_and_not_its_own_past_work() -> None:
+    import subprocess
+    import sys
+
+    cpu = min(os.sched_getaffinity(0))
+    quiet = runtime.busy_cores({cpu}, window_s=0.3)
+    spin = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    try:
+        # the spinner needs a moment to start; poll (bounded) instead of sleeping a fixed time
+        busy = max(runtime.busy_cores({cpu}, window_s=0.3) for _ in range(3))
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.0 <= quiet <= 1.0 and busy >= 0.9  # one CPU: fully taken while the spinner runs
 
 
 @pytest.mark.parametrize("workers, load, torch_threads, cv_threads", [
@@ -50,7 +73,7 @@ def test_idle_cores_discount_the_load_of_other_processes(monkeypatch, cores, loa
 ])
 def test_default_counts_on_a_busy_machine(restore_threads, monkeypatch, workers, load, torch_threads, cv_threads):
     monkeypatch.setattr(runtime, "available_cores", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(runtime, "busy_cores", lambda: load)
     runtime._option[0] = None
     assert runtime.configure_threads(None, workers) == torch_threads
     assert (torch.get_num_threads(), cv2.getNumThreads()) == (torch_threads, cv_threads)
@@ -75,7 +98,7 @@ def test_bad_counts_are_refused(bad, restore_threads):
 ])
 def test_precedence_and_what_it_sets(restore_threads, monkeypatch, explicit, option, user, expected):
     monkeypatch.setattr(runtime, "available_cores", lambda: 2)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 0.0)
     monkeypatch.setattr(runtime, "_USER_THREADS", user)
     runtime._option[0] = option
     assert runtime.configure_threads(explicit, workers=2) == expected
@@ -101,7 +124,7 @@ def test_cli_bad_threads_is_one_line_and_exit_2(restore_threads, capsys, value):
 
 def test_a_verb_sizes_its_threads_to_its_workers(restore_threads, monkeypatch, phantom_dataset, tmp_path):
     monkeypatch.setattr(runtime, "available_cores", lambda: 4)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(runtime, "busy_cores", lambda: 0.0)
     runtime._option[0] = None
     torch.set_num_threads(1)
     assert cli.main(["pack", str(phantom_dataset / "clean"), "--out", str(tmp_path / "shards"), "--size", "32",

@@ -9,7 +9,8 @@ default threads and at 20 with one. :func:`configure_threads` therefore gives ea
 - OpenCV: ``cores // max(workers, 1)`` threads, so threads x workers fit the cores this process
   may run on (``os.sched_getaffinity``: a container's or a SLURM job's share, not the machine's);
 - torch: the same, but counting only the cores other processes leave idle (cores minus the
-  1-minute load average, at least 1). torch's OpenMP threads wait for each other at every
+  cores busy in a 0.2 s sample of ``/proc/stat``, at least 1; the load average where there is no
+  ``/proc``). torch's OpenMP threads wait for each other at every
   operation, so one thread that shares its core stalls them all: fine-tuning on the 2-core machine
   at load 7 ran 5x slower with 2 threads than with 1, while OpenCV's pool lost nothing
   (``bench/threads.py``);
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 _TORCH_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # read when torch starts
@@ -60,14 +62,55 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def idle_cores(cores: int | None = None) -> int:
-    """Of ``cores`` (default: :func:`available_cores`), those the 1-minute load average leaves idle (>= 1)."""
-    cores = available_cores() if cores is None else cores
+def busy_cores(cpus: set[int] | None = None, window_s: float = 0.2) -> float | None:
+    """How many of ``cpus`` (default: this process's affinity mask) other work keeps busy right now.
+
+    Sampled from ``/proc/stat`` over ``window_s`` seconds: the sum over those CPUs of the share of
+    the window they were not idle. Called while this process computes nothing (before a verb
+    starts its work), so it measures the others. None where ``/proc/stat`` cannot be read.
+    """
+    cpus = set(os.sched_getaffinity(0)) if cpus is None and hasattr(os, "sched_getaffinity") else cpus
+
+    def sample() -> dict[int, tuple[int, int]]:
+        counts = {}
+        with open("/proc/stat", encoding="ascii") as handle:
+            for line in handle:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and (cpus is None or int(name[3:]) in cpus):
+                    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    counts[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks))
+        return counts
+
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average on this platform: assume an idle machine
-        return cores
-    return max(1, min(cores, round(cores - load)))
+        before = sample()
+        time.sleep(window_s)
+        after = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = 0.0
+    for cpu, (idle, total) in before.items():
+        elapsed = after.get(cpu, (idle, total))[1] - total
+        if elapsed > 0:
+            busy += 1.0 - (after[cpu][0] - idle) / elapsed
+    return busy
+
+
+def idle_cores(cores: int | None = None) -> int:
+    """Of ``cores`` (default: :func:`available_cores`), those other processes leave idle now (>= 1).
+
+    From :func:`busy_cores` (a 0.2 s sample of ``/proc/stat``); where that is not available, from the
+    1-minute load average. The load average lags by a minute and counts this process's own recent
+    work: in a run of several trainings in one process (``usfmae benchmark``), every training after
+    the first would see the previous one's load and take a single thread on an idle machine.
+    """
+    cores = available_cores() if cores is None else cores
+    busy = busy_cores()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load figure at all: assume an idle machine
+            return cores
+    return max(1, min(cores, round(cores - busy)))
 
 
 def default_threads(workers: int, cores: int | None = None) -> int:
