@@ -69,14 +69,14 @@ def verb(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def commands(stage: str, work: Path, stages: list[str]) -> list[str]:
+def commands(stage: str, work: Path, stages: list[str], clean_ocr: bool = True) -> list[str]:
     # each stage reads the previous stage's output, or the generated frames when that stage is not run
     corpus = work / "corpus" / "manifest.parquet" if "ingest" in stages else work / "root"
     cleaned = work / "cleaned" / "manifest.parquet" if "clean" in stages else corpus
     return {
         "ingest": ["ingest", str(work / "root"), "--out", str(work / "corpus"), "--workers", "1", "--no-progress"],
         "clean": ["clean", str(corpus), "--out", str(work / "cleaned"), "--size", "64",
-                  "--sheet", "0", "--no-progress"],
+                  "--sheet", "0", "--no-progress", *([] if clean_ocr else ["--no-ocr"])],
         "pack": ["pack", str(cleaned), "--out", str(work / "shards"), "--size", "64",
                  "--workers", "1", "--no-progress"],
         "embed": ["embed", str(work / "shards"), "--model", "mae_vit_micro_patch8_64", "--out",
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="corpus sizes N")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated: " + ", ".join(STAGES))
     parser.add_argument("--threads", type=int, default=1, help="--threads for every verb")
+    parser.add_argument("--no-ocr", action="store_true",
+                        help="clean without Tesseract: its driver's memory at 100,000 frames in minutes")
     parser.add_argument("--distinct", type=int, default=0,
                         help="draw only this many frames and copy them (0: all distinct; not for ingest)")
     args = parser.parse_args(argv)
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown stage(s) {', '.join(unknown)}")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     result: dict = {"bench": "scale", "sizes": args.sizes, "frame_px": 64, "threads": args.threads, "distinct": args.distinct,
+                    "clean_ocr": not args.no_ocr,
                     "load_before": round(os.getloadavg()[0], 2)}
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix="usfmae_scale_") as tmp:
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
             write_frames(work / "root", n, distinct=args.distinct)
             result.setdefault("generate_s", {})[str(n)] = round(time.perf_counter() - start, 1)
             for stage in stages:
-                figures = verb(["--threads", str(args.threads), *commands(stage, work, stages)], env)
+                figures = verb(["--threads", str(args.threads), *commands(stage, work, stages, not args.no_ocr)], env)
                 result.setdefault(stage, {})[str(n)] = {
                     "seconds": round(figures["seconds"], 2), "frames_per_s": round(n / figures["seconds"], 1),
                     "peak_rss_mb": figures["peak_rss_mb"]}
