@@ -9,7 +9,7 @@ default threads and at 20 with one. :func:`configure_threads` therefore gives ea
 - OpenCV: ``cores // max(workers, 1)`` threads, so threads x workers fit the cores this process
   may run on (``os.sched_getaffinity``: a container's or a SLURM job's share, not the machine's);
 - torch: the same, but counting only the cores other processes leave idle (cores minus the
-  cores busy in a 0.2 s sample of ``/proc/stat``, at least 1; the load average where there is no
+  cores busy in a 0.1 s sample of ``/proc/stat``, at least 1; the load average where there is no
   ``/proc``). torch's OpenMP threads wait for each other at every
   operation, so one thread that shares its core stalls them all: fine-tuning on the 2-core machine
   at load 7 ran 5x slower with 2 threads than with 1, while OpenCV's pool lost nothing
@@ -62,7 +62,7 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def busy_cores(cpus: set[int] | None = None, window_s: float = 0.2) -> float | None:
+def busy_cores(cpus: set[int] | None = None, window_s: float = 0.1) -> float | None:
     """How many of ``cpus`` (default: this process's affinity mask) other work keeps busy right now.
 
     Sampled from ``/proc/stat`` over ``window_s`` seconds: the sum over those CPUs of the share of
@@ -98,7 +98,7 @@ def busy_cores(cpus: set[int] | None = None, window_s: float = 0.2) -> float | N
 def idle_cores(cores: int | None = None) -> int:
     """Of ``cores`` (default: :func:`available_cores`), those other processes leave idle now (>= 1).
 
-    From :func:`busy_cores` (a 0.2 s sample of ``/proc/stat``); where that is not available, from the
+    From :func:`busy_cores` (a 0.1 s sample of ``/proc/stat``); where that is not available, from the
     1-minute load average. The load average lags by a minute and counts this process's own recent
     work: in a run of several trainings in one process (``usfmae benchmark``), every training after
     the first would see the previous one's load and take a single thread on an idle machine.
