@@ -13,6 +13,7 @@ from usfmae.curate.sources import SourcesConfig
 from usfmae.downstream.benchmark import BenchmarkConfig
 from usfmae.downstream.embed import EmbedConfig
 from usfmae.downstream.export import ExportConfig
+from usfmae.downstream.merge import MergeConfig
 from usfmae.downstream.reconstruct import ReconstructConfig
 
 # verb, its settings, hand-made arguments (positionals, required flags) not built from the dataclass.
@@ -23,6 +24,7 @@ VERBS = [
     ("sources", SourcesConfig, {"action": "{list,check}", "root": "root"}),
     ("export", ExportConfig, {}),
     ("benchmark", BenchmarkConfig, {}),
+    ("merge", MergeConfig, {"shards": "shards"}),
 ]
 
 

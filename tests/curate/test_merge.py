@@ -13,10 +13,10 @@ import pytest
 from test_ingest import make_root, texture
 
 from usfmae.cli import main
-from usfmae.commands import merge as merge_command
 from usfmae.curate.ingest import IngestConfig, run_ingest
 from usfmae.curate.merge import merge_ingest
 from usfmae.curate.shard import in_shard, parse_shard, shard_of
+from usfmae.downstream import merge as merge_command
 from usfmae.errors import ConfigError, DataError
 from usfmae.fileio import LOCK_NAME
 
