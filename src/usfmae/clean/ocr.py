@@ -12,12 +12,15 @@ does, so the word boxes are the same ones the paper's notebook sees.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MARGIN = 8     # px of background added around an image with ink on its edge (see word_boxes)
 EDGE_INK = 64  # an edge pixel this far from the edge's median grey is ink
+_L_SEVERITY_NONE = 6  # Leptonica's message levels: 0 external ... 5 error, 6 none
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,33 @@ def _tessdata_path() -> str | None:
     return None
 
 
+def leptonica_library(tesserocr_module: Any) -> ctypes.CDLL | None:
+    """The Leptonica that ``tesserocr`` runs on (the wheel's bundled copy, else the system's), or None."""
+    bundled = Path(tesserocr_module.__file__).resolve().parent.parent / "tesserocr.libs"
+    candidates = sorted(bundled.glob("libleptonica*.so*")) + sorted(bundled.glob("liblept*.so*"))
+    names = [str(c) for c in candidates] + [n for n in (ctypes.util.find_library("leptonica"),
+                                                         ctypes.util.find_library("lept")) if n]
+    for name in names:
+        try:
+            return ctypes.CDLL(name)  # already loaded by tesserocr: the same library and globals
+        except OSError:
+            continue
+    return None
+
+
+def quiet_leptonica(tesserocr_module: Any) -> None:
+    """Stop Leptonica printing its internal ``Error in boxClipToRectangle: ...`` lines on stderr.
+
+    Tesseract calls Leptonica on the regions it finds; where a region touches the image edge,
+    Leptonica reports a box it then clips or drops, and Tesseract carries on. The lines name no file
+    and break the one-line-per-problem log of a batch run, so the severity is set to "none" once
+    per process (``setMsgSeverity(L_SEVERITY_NONE)``). Without the library nothing changes.
+    """
+    library = leptonica_library(tesserocr_module)
+    if library is not None and hasattr(library, "setMsgSeverity"):
+        library.setMsgSeverity(ctypes.c_int(_L_SEVERITY_NONE))
+
+
 class _TesserocrEngine:
     """One ``PyTessBaseAPI`` per process (the API object is not thread-safe: one per thread)."""
 
@@ -67,6 +98,8 @@ class _TesserocrEngine:
         self._tesserocr = tesserocr
         self._local = threading.local()
         self._path = _tessdata_path()
+        quiet_leptonica(tesserocr)
+
 
     def _api(self):
         api = getattr(self._local, "api", None)
