@@ -18,7 +18,8 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,6 +57,37 @@ def fit_name(name: str, limit: int = NAME_BYTES) -> str:
         return name
     digest = hashlib.sha1(data).hexdigest()[:12]
     return data[:limit - len(digest) - 1].decode("utf-8", "ignore") + "~" + digest  # cut between characters
+
+
+def unique_names(names: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """``names`` (one per input, in listing order) with every name claimed by several inputs made unique.
+
+    Output names are derived from input paths by rules that can map two inputs to one name
+    (``a.b.png`` and ``a_b.png`` both give ``a_b_png``), and the second output would silently
+    overwrite the first. Every claimant of a shared name gets ``~`` and the first 8 hex digits of
+    the SHA-1 of its key (its relative path) on the last ``/``-part, kept under :data:`NAME_BYTES` by
+    :func:`fit_name`; in the astronomically rare case that this still collides, the full digest.
+    Names claimed once are returned unchanged, so existing outputs keep their names, and a name
+    depends only on the listing, not on which process or shard handles which input.
+
+    Args:
+        names: the plain name of each input.
+        keys: what tells the inputs apart (their relative paths), aligned with ``names``.
+
+    Returns:
+        The names, aligned with ``names``, all distinct when the keys are.
+    """
+    def tagged(name: str, key: str, digits: int) -> str:
+        head, slash, tail = name.rpartition("/")
+        digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:digits]
+        return head + slash + fit_name(f"{tail}~{digest}")
+
+    counts = Counter(names)
+    result = [tagged(n, k, 8) if counts[n] > 1 else n for n, k in zip(names, keys, strict=True)]
+    counts = Counter(result)
+    if len(counts) < len(result):  # a tag met a plain name or another tag
+        result = [tagged(n, k, 40) if counts[r] > 1 else r for n, k, r in zip(names, keys, result, strict=True)]
+    return result
 
 
 def unsafe_id(item_id: str) -> str | None:

@@ -242,3 +242,44 @@ def test_output_folder_cannot_be_the_input(root, capsys):
     assert main(["ingest", str(root), "--out", str(root), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot be the input folder" in err
+
+
+def make_colliding_root(root: Path) -> Path:
+    """``a.b.png`` and ``a_b.png`` share the plain id ``a_b_png_00000``; ``c.png`` shares nothing."""
+    root.mkdir(parents=True)
+    for seed, name in enumerate(["a.b.png", "a_b.png", "c.png"]):
+        cv2.imwrite(str(root / name), texture(10 + seed))
+    return root
+
+
+COLLIDING_IDS = {"a.b.png": "a_b_png~151c8788_00000", "a_b.png": "a_b_png~d3cddaad_00000", "c.png": "c_png_00000"}
+
+
+def test_files_sharing_a_plain_id_keep_their_own_frames(tmp_path):
+    root = make_colliding_root(tmp_path / "root")
+    cfg = IngestConfig(root=str(root), out=str(tmp_path / "out"), workers=1)
+    result = run_ingest(cfg, progress=False)
+    rows = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert dict(zip(rows["source_path"], rows["id"], strict=True)) == COLLIDING_IDS
+    assert list(rows["status"]) == ["ok"] * 3 and result["ok"] == 3
+    for rel, path in zip(rows["source_path"], rows["path"], strict=True):  # no frame overwrote another
+        frame = cv2.imread(str(tmp_path / "out" / path), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(frame, cv2.imread(str(root / rel), cv2.IMREAD_UNCHANGED))
+    assert sorted(p.name for p in (tmp_path / "out" / "frames").rglob("*.png")) == sorted(
+        i + ".png" for i in COLLIDING_IDS.values())
+    again = run_ingest(cfg, progress=False)
+    assert again["processed"] == 0 and pd.read_parquet(tmp_path / "out" / "manifest.parquet").equals(rows)
+
+
+def test_a_file_is_redone_when_another_comes_to_share_its_id(tmp_path):
+    root = make_colliding_root(tmp_path / "root")
+    os.rename(root / "a_b.png", tmp_path / "later.png")
+    cfg = IngestConfig(root=str(root), out=str(tmp_path / "out"), workers=1)
+    run_ingest(cfg, progress=False)
+    first = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert list(first["id"]) == ["a_b_png_00000", "c_png_00000"]  # alone: the plain id, as before
+    os.rename(tmp_path / "later.png", root / "a_b.png")
+    result = run_ingest(cfg, progress=False)
+    assert result["processed"] == 2  # a.b.png again under its new id, and the new file
+    rows = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert dict(zip(rows["source_path"], rows["id"], strict=True)) == COLLIDING_IDS

@@ -147,3 +147,20 @@ def test_merge_dispatches_on_the_first_folders_kind(tmp_path, capsys, monkeypatc
     (tmp_path / "c0" / "clean_config.yaml").write_text("{}")
     assert main(["merge", str(tmp_path / "c0"), "c1", "--out", "o", "--no-progress"]) == 0
     assert calls == [([str(tmp_path / "c0"), "c1"], "o")] and capsys.readouterr().out == "merged 2\n"
+
+
+def test_shards_give_colliding_files_the_ids_of_a_single_run(tmp_path):
+    from test_ingest import COLLIDING_IDS, make_colliding_root
+
+    root = make_colliding_root(tmp_path / "root")
+    assert len({shard_of(rel, 2) for rel in COLLIDING_IDS}) == 2  # the claimants are split between shards
+    _ingest(root, tmp_path / "single")
+    for i in range(2):
+        _ingest(root, tmp_path / f"part{i}", f"{i}/2")
+    assert main(["merge", str(tmp_path / "part0"), str(tmp_path / "part1"), "--out", str(tmp_path / "merged")]) == 0
+    single = pq.read_table(tmp_path / "single" / "manifest.parquet")
+    assert pq.read_table(tmp_path / "merged" / "manifest.parquet").equals(single)
+    assert dict(zip(single["source_path"].to_pylist(), single["id"].to_pylist(), strict=True)) == COLLIDING_IDS
+    assert _frames(tmp_path / "merged") == _frames(tmp_path / "single")
+    assert run_ingest(IngestConfig(root=str(root), out=str(tmp_path / "merged"), workers=1),
+                      progress=False)["processed"] == 0

@@ -24,7 +24,7 @@ import pandas as pd
 
 from usfmae.config import check, opt
 from usfmae.curate.hashing import HammingIndex, phash, phash_from_int64, phash_to_int64, pixel_hash
-from usfmae.curate.ingest import _frame_id, list_files, source_of
+from usfmae.curate.ingest import _frame_id, frame_stem, frame_stems, list_files, source_of
 from usfmae.curate.readers import detect_kind, read_frames
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, atomic_path, write_json
@@ -43,13 +43,15 @@ def hash_folder(folder: str | Path, fps: float = 3.0, axis: int = 2, rejects: Re
     """
     folder = Path(folder)
     rows = []
-    for rel_path in list_files(folder):
+    listing = list_files(folder)
+    stems = frame_stems(listing)  # the ids ingest would give these files
+    for rel_path in listing:
         rel, file = Path(rel_path), folder / rel_path
         if detect_kind(file) in (None, "companion"):
             continue
         try:
             for frame in read_frames(file, fps=fps, axis=axis):
-                rows.append({"id": _frame_id(rel, frame.index),
+                rows.append({"id": _frame_id(stems.get(rel_path) or frame_stem(rel_path), frame.index),
                              "source": source_of(rel, folder),
                              "path": rel_path, "pixel_hash": pixel_hash(frame.pixels),
                              "phash": phash_to_int64(phash(frame.pixels))})

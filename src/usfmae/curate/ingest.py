@@ -9,7 +9,8 @@ Layout: ``ROOT/<source>/...`` (the first sub-folder names the source). For every
     CORPUS/rejects.jsonl                                       files that could not be read, and why
     CORPUS/ingest_config.yaml, CORPUS/.ingest/progress.jsonl    resolved settings, per-file records
 
-Columns: ``id`` (``<source>/<relative path>_<ext>_<index>``), ``source``, ``path`` (the frame PNG,
+Columns: ``id`` (``<source>/<relative path>_<ext>_<index>``; unique per corpus: files whose names
+would give one id get a hash of their path, :func:`frame_stems`), ``source``, ``path`` (the frame PNG,
 relative to CORPUS; empty when not written), ``source_path`` (the original file, relative to ROOT),
 ``kind``, ``frame_index`` (frame, slice or page; -1 for a rejected file), ``timestamp`` (s), ``width``,
 ``height``, ``channels``, ``bit_depth`` (of the stored data), ``pixel_hash`` (SHA-1), ``phash`` (int64
@@ -66,6 +67,7 @@ from usfmae.fileio import (
     fit_name,
     is_utf8,
     printable_name,
+    unique_names,
 )
 from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.runtime import available_cores, configure_threads
@@ -125,9 +127,33 @@ class IngestConfig:
         return json.dumps([_FORMAT] + [getattr(self, k) for k in keys])
 
 
-def _frame_id(rel: Path, index: int) -> str:
-    # "Src/a/b.dcm", 3 -> "Src/a/b_dcm_00003": unique per file and frame, readable, a valid path.
-    return rel.with_name(fit_name(rel.name.replace(".", "_"))).as_posix() + f"_{index:05d}"
+def frame_stem(rel_path: str) -> str:
+    """The plain frame-id stem of a file: ``"Src/a/b.dcm"`` -> ``"Src/a/b_dcm"`` (ids add ``_<index>``).
+
+    Dots become ``_`` so the id is a readable, valid path; a long name is shortened by
+    :func:`usfmae.fileio.fit_name`, a name that is not UTF-8 shown as ``\\xNN``. Two files can share a
+    plain stem (``a.b.png`` and ``a_b.png``; ``a.png`` and ``a_png``): see :func:`frame_stems`.
+    """
+    rel = Path(rel_path if is_utf8(rel_path) else printable_name(rel_path))
+    return rel.with_name(fit_name(rel.name.replace(".", "_"))).as_posix()
+
+
+def frame_stems(files: list[str]) -> dict[str, str]:
+    """The stems of the files of a full listing whose plain stem is shared: ``{file: stem}``.
+
+    Rule (:func:`usfmae.fileio.unique_names`): every file whose plain :func:`frame_stem` is claimed
+    by more than one listed file gets that stem + ``~`` + the first 8 hex of SHA-1 of its relative
+    path (``Src/a_b_png~1f3e...``); the other files keep their plain stem, so a corpus without
+    collisions keeps every id it had. A stem depends only on the listing, never on the order or the
+    shard in which files are processed, so ``--shard`` runs and ``usfmae merge`` agree with one run.
+    """
+    plain = [frame_stem(rel) for rel in files]
+    return {rel: stem for rel, name, stem in zip(files, plain, unique_names(plain, files), strict=True)
+            if stem != name}
+
+
+def _frame_id(stem: str, index: int) -> str:
+    return f"{stem}_{index:05d}"
 
 
 def distinct_levels(pixels: np.ndarray) -> int:
@@ -150,14 +176,18 @@ def _row(rel: Path, root: Path, kind: str | None, **values: Any) -> dict[str, An
     return row
 
 
-def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[str, Any]:
+def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig, stem: str | None = None) -> dict[str, Any]:
     """Read one file, hash its frames, drop within-file duplicates, write kept frames as PNG.
 
-    Returns the progress record ``{"path", "size", "mtime_ns", "recipe", "rows"}``. Never raises
-    for bad input: an unreadable file yields a ``rejected`` row (after any frames read before the
-    failure, which are kept).
+    ``stem`` is the file's frame-id stem from :func:`frame_stems` of the whole listing (None: the
+    plain :func:`frame_stem`). Returns the progress record ``{"path", "size", "mtime_ns", "recipe",
+    "rows"}``, with ``"stem"`` when it is not the plain one. Never raises for bad input: an
+    unreadable file yields a ``rejected`` row (after any frames read before the failure, which are kept).
     """
     rel, file = Path(rel_path), Path(root) / rel_path
+    plain = frame_stem(rel_path)
+    stem = stem or plain
+    extra = {} if stem == plain else {"stem": stem}
     if not is_utf8(rel_path):
         # Manifests, ids and frame names are UTF-8 text; a name that is not cannot be one of them.
         shown = Path(printable_name(rel_path))
@@ -166,17 +196,17 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
             size, mtime = stat.st_size, stat.st_mtime_ns  # so a rerun skips it like any finished file
         except OSError:
             size, mtime = -1, -1
-        return {"path": rel_path, "size": size, "mtime_ns": mtime, "recipe": cfg.recipe(),
-                "rows": [_row(shown, Path(root), None, id=_frame_id(shown, 0)[:-6] + "_rejected", frame_index=-1,
+        return {"path": rel_path, "size": size, "mtime_ns": mtime, "recipe": cfg.recipe(), **extra,
+                "rows": [_row(shown, Path(root), None, id=stem + "_rejected", frame_index=-1,
                               status="rejected", reason="file name is not valid UTF-8 (rename the file)")]}
     try:
         stat = file.stat()
     except OSError as exc:  # vanished or unreadable since the folder was listed: retried next run
-        return {"path": rel_path, "size": -1, "mtime_ns": -1, "recipe": cfg.recipe(),
-                "rows": [_row(rel, Path(root), None, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
+        return {"path": rel_path, "size": -1, "mtime_ns": -1, "recipe": cfg.recipe(), **extra,
+                "rows": [_row(rel, Path(root), None, id=stem + "_rejected", frame_index=-1,
                               status="rejected", reason=f"cannot read file ({exc.strerror})")]}
     record = {"path": rel_path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "recipe": cfg.recipe(),
-              "rows": []}
+              **extra, "rows": []}
     kind = detect_kind(file)
     if kind == "companion":
         return record  # data file of an .mhd/.nhdr header, read through the header
@@ -189,7 +219,7 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
         for frame in read_frames(file, group_id=f"file:{rel.as_posix()}", fps=cfg.fps, axis=cfg.axis,
                                  scale=cfg.scale, modalities=cfg.modalities(), max_pixels=cfg.max_pixels):
             pixels = frame.pixels
-            fid, h, p = _frame_id(rel, frame.index), pixel_hash(pixels), phash(pixels)
+            fid, h, p = _frame_id(stem, frame.index), pixel_hash(pixels), phash(pixels)
             row = _row(rel, Path(root), kind, id=fid, frame_index=frame.index, timestamp=frame.timestamp,
                        width=pixels.shape[1], height=pixels.shape[0],
                        channels=1 if pixels.ndim == 2 else pixels.shape[2], bit_depth=frame.bit_depth,
@@ -227,7 +257,7 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig) -> dict[
         reason = error or "no frames (every frame or slice empty)"
         if rows:
             reason = f"stopped after {len(rows)} frame(s): {reason}"
-        rows.append(_row(rel, Path(root), kind, id=_frame_id(rel, 0)[:-6] + "_rejected", frame_index=-1,
+        rows.append(_row(rel, Path(root), kind, id=stem + "_rejected", frame_index=-1,
                          status="rejected", reason=reason, modality=modality))
     record["rows"] = rows
     return record
@@ -287,7 +317,10 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     progress_path = out / ".ingest" / "progress.jsonl"
     done = index_progress(progress_path)  # where each file's record is, not the records
     shard = parse_shard(cfg.shard)
-    files = [rel for rel in list_files(root, skip=out.resolve()) if in_shard(rel, shard)]
+    listing = list_files(root, skip=out.resolve())
+    stems = frame_stems(listing)  # from the whole listing: every shard gives a file the same ids
+    files = [rel for rel in listing if in_shard(rel, shard)]
+    del listing
     recipe = cfg.recipe()
 
     def finished(rel: str) -> bool:
@@ -296,8 +329,9 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
             stat = (root / rel).stat()
         except OSError:
             return False  # process_file records why it cannot be read
-        return entry is not None and (entry.size, entry.mtime_ns, entry.recipe) == (
-            stat.st_size, stat.st_mtime_ns, recipe)
+        # a file whose stem changed (a file sharing its plain stem came or went) is redone under its new ids
+        return entry is not None and (entry.size, entry.mtime_ns, entry.recipe, entry.stem) == (
+            stat.st_size, stat.st_mtime_ns, recipe, stems.get(rel, ""))
 
     todo = [rel for rel in files if not finished(rel)]
     rejects = RejectLog(out / "rejects.jsonl", log)
@@ -309,7 +343,8 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
         # index_progress closed any torn line, so this record starts at the current end of the file
         offset = progress_path.stat().st_size if progress_path.exists() else 0
         append_jsonl(progress_path, record)
-        done[record["path"]] = ProgressEntry(record["size"], record["mtime_ns"], recipe, offset)
+        done[record["path"]] = ProgressEntry(record["size"], record["mtime_ns"], recipe, offset,
+                                             record.get("stem", ""))
         for row in record["rows"]:
             if row["status"] == "rejected":
                 extra = {} if row["frame_index"] == -1 else {"frame": row["frame_index"]}
@@ -318,13 +353,13 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
 
     if workers == 1 or len(todo) <= 1:
         for rel in todo:
-            collect(process_file(str(root), rel, str(out), cfg))
+            collect(process_file(str(root), rel, str(out), cfg, stems.get(rel)))
     else:
         # forkserver, not fork: a forked child inherits locks held by the parent's OpenCV/torch
         # threads and can hang forever (seen when ingest runs in a process that used them before).
         context = multiprocessing.get_context("forkserver")
         with futures.ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, mp_context=context) as pool:
-            jobs = [pool.submit(process_file, str(root), rel, str(out), cfg) for rel in todo]
+            jobs = [pool.submit(process_file, str(root), rel, str(out), cfg, stems.get(rel)) for rel in todo]
             for job in futures.as_completed(jobs):
                 collect(job.result())
     bar.close()

@@ -72,6 +72,7 @@ class ProgressEntry(NamedTuple):
     mtime_ns: int
     recipe: str
     offset: int
+    stem: str = ""  # the frame-id stem given to the file when another file shared its plain one, else ""
 
 
 def index_progress(path: str | os.PathLike, repair: bool = True) -> dict[str, ProgressEntry]:
@@ -91,7 +92,8 @@ def index_progress(path: str | os.PathLike, repair: bool = True) -> dict[str, Pr
             try:
                 record = json.loads(line)
                 recipe = recipes.setdefault(record["recipe"], record["recipe"])
-                done[record["path"]] = ProgressEntry(record["size"], record["mtime_ns"], recipe, offset)
+                done[record["path"]] = ProgressEntry(record["size"], record["mtime_ns"], recipe, offset,
+                                                   record.get("stem", ""))
             except (ValueError, KeyError, TypeError):
                 pass
             offset += len(line)

@@ -33,7 +33,7 @@ import yaml
 from tqdm import tqdm
 
 from usfmae.config import build_config, save_config, to_dict
-from usfmae.curate.ingest import IngestConfig, build_manifest, list_files, read_exclude_ids
+from usfmae.curate.ingest import IngestConfig, build_manifest, frame_stems, list_files, read_exclude_ids
 from usfmae.curate.manifest import ProgressEntry, index_progress
 from usfmae.curate.shard import parse_shard, shard_of
 from usfmae.curate.shard_runs import link_or_copy
@@ -103,6 +103,7 @@ def merge_ingest(shard_folders: Sequence[str | os.PathLike], out: str | os.PathL
     ensure_output_dir(out / ".ingest")  # the lock ingest takes: no `usfmae ingest --out OUT` meanwhile
     skip = {p.resolve() for p in [out, *folders]}
     files = [f for f in list_files(root) if not any(s in (root / f).resolve().parents for s in skip)]
+    stems = frame_stems(files)  # what each shard gave (from its own full listing) and a single run gives
     recipe = base.recipe()
     shard_progress = {i: folder / ".ingest" / "progress.jsonl" for i, folder in sorted(by_index.items())}
     found: dict[str, tuple[ProgressEntry, int]] = {}  # file -> (its last record, the shard that has it)
@@ -113,7 +114,8 @@ def merge_ingest(shard_folders: Sequence[str | os.PathLike], out: str | os.PathL
     for rel in files:
         entry = found.get(rel, (None, 0))[0]
         stat = (root / rel).stat()
-        if entry is None or (entry.size, entry.mtime_ns, entry.recipe) != (stat.st_size, stat.st_mtime_ns, recipe):
+        if entry is None or (entry.size, entry.mtime_ns, entry.recipe, entry.stem) != (
+                stat.st_size, stat.st_mtime_ns, recipe, stems.get(rel, "")):
             stale.append(rel)
     if stale:
         rel = stale[0]
