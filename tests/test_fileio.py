@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 
 import pytest
 
-from usfmae.fileio import NAME_BYTES, RejectLog, append_jsonl, atomic_open, fit_name, read_jsonl, write_json
+from usfmae.fileio import (
+    NAME_BYTES,
+    RejectLog,
+    append_jsonl,
+    atomic_open,
+    fit_name,
+    read_jsonl,
+    unique_names,
+    write_json,
+)
 
 
 def test_atomic_open_replaces_only_on_success(tmp_path) -> None:
@@ -240,3 +250,22 @@ def test_workers_end_with_a_parent_killed_with_sigkill(verb, tmp_path) -> None:
     finally:
         for fd in pidfds.values():
             os.close(fd)
+
+
+@pytest.mark.parametrize("names, keys, expected", [
+    (["S/a_png", "S/b", "S/a_png"], ["S/a.png", "S/b", "S/a_png"], ["S/a_png~3b87c615", "S/b", "S/a_png~df3a4f74"]),
+    (["a", "b"], ["a", "b"], ["a", "b"]),  # nothing shared: unchanged
+    # a tag that meets a plain name: both take the full digest, the other tag stays
+    (["a~" + hashlib.sha1(b"k2").hexdigest()[:8], "a", "a"], ["k1", "k2", "k3"],
+     ["a~" + hashlib.sha1(b"k2").hexdigest()[:8] + "~" + hashlib.sha1(b"k1").hexdigest(),
+      "a~" + hashlib.sha1(b"k2").hexdigest(), "a~" + hashlib.sha1(b"k3").hexdigest()[:8]]),
+])
+def test_unique_names_tags_every_claimant_of_a_shared_name(names, keys, expected) -> None:
+    assert unique_names(names, keys) == expected
+    assert unique_names(names[::-1], keys[::-1]) == expected[::-1]  # the order does not matter
+
+
+def test_unique_names_keeps_tagged_long_names_under_the_limit() -> None:
+    long = "n" * NAME_BYTES
+    tagged = unique_names(["d/" + long, "d/" + long], ["d/x", "d/y"])
+    assert len(set(tagged)) == 2 and all(t.startswith("d/") and len(t) == 2 + NAME_BYTES for t in tagged)

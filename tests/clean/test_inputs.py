@@ -99,3 +99,27 @@ def test_a_folder_of_dicoms_says_run_ingest(tmp_path, capsys):
 def test_bad_max_pixels_is_a_config_error(tmp_path, capsys, value):
     code, _, err = run([str(tmp_path), "--out", str(tmp_path / "out"), "--max-pixels", value], capsys)
     assert code == 2 and "max-pixels must be >= 1" in err
+
+
+def test_folder_ids_that_still_collide_get_a_path_hash(tmp_path, capsys):
+    # x/y.png and x__y.png both give x__y (and so x__y_png): each would overwrite the other's outputs
+    src = tmp_path / "in"
+    (src / "x").mkdir(parents=True)
+    for seed, name in enumerate(["x/y.png", "x__y.png", "c.png"]):
+        cv2.imwrite(str(src / name), image(seed))
+    items, rejects = list_inputs(src)
+    ids = ["c", "x__y_png~bc111d35", "x__y_png~8b08476d"]
+    assert [(i, p.relative_to(src).as_posix()) for i, p in items] == list(
+        zip(ids, ["c.png", "x/y.png", "x__y.png"], strict=True)) and rejects == []
+    outs = {}
+    for name, extra in [("single", []), ("p0", ["--shard", "0/2"]), ("p1", ["--shard", "1/2"])]:
+        code, _, _ = run([str(src), "--out", str(tmp_path / name), "--size", "32", *extra], capsys)
+        assert code == 0
+    assert main(["merge", str(tmp_path / "p0"), str(tmp_path / "p1"), "--out", str(tmp_path / "merged"),
+                 "--no-progress"]) == 0
+    for name in ("single", "merged"):
+        rows = pq.read_table(tmp_path / name / "manifest.parquet").drop_columns(["seconds"])
+        outs[name] = rows, {p.name: p.read_bytes() for p in sorted((tmp_path / name / "images").iterdir())}
+    assert outs["merged"][0].equals(outs["single"][0]) and outs["merged"][1] == outs["single"][1]
+    assert sorted(outs["single"][1]) == sorted(i + ".png" for i in ids)  # three images, none overwritten
+    assert len(set(outs["single"][1].values())) == 3

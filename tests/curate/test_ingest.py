@@ -14,7 +14,7 @@ from test_readers import write_cine_dicom, write_video, write_volume
 
 from usfmae.cli import main
 from usfmae.curate.hashing import pixel_hash
-from usfmae.curate.ingest import MANIFEST_SCHEMA, IngestConfig, run_ingest
+from usfmae.curate.ingest import MANIFEST_SCHEMA, IngestConfig, frame_stems, run_ingest
 from usfmae.errors import ConfigError, DataError
 
 
@@ -283,3 +283,9 @@ def test_a_file_is_redone_when_another_comes_to_share_its_id(tmp_path):
     assert result["processed"] == 2  # a.b.png again under its new id, and the new file
     rows = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert dict(zip(rows["source_path"], rows["id"], strict=True)) == COLLIDING_IDS
+
+
+def test_frame_stems_name_only_the_files_that_share_one():
+    # a.png and a suffix-less a_png: one plain stem; b.png shares nothing and keeps its plain stem
+    assert frame_stems(["S/a.png", "S/a_png", "S/b.png"]) == {"S/a.png": "S/a_png~3b87c615",
+                                                              "S/a_png": "S/a_png~df3a4f74"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pyarrow.parquet as pq
 import pytest
-from test_ingest import make_root, texture
+from test_ingest import COLLIDING_IDS, make_colliding_root, make_root, texture
 
 from usfmae.cli import main
 from usfmae.curate.ingest import IngestConfig, run_ingest
@@ -150,8 +150,6 @@ def test_merge_dispatches_on_the_first_folders_kind(tmp_path, capsys, monkeypatc
 
 
 def test_shards_give_colliding_files_the_ids_of_a_single_run(tmp_path):
-    from test_ingest import COLLIDING_IDS, make_colliding_root
-
     root = make_colliding_root(tmp_path / "root")
     assert len({shard_of(rel, 2) for rel in COLLIDING_IDS}) == 2  # the claimants are split between shards
     _ingest(root, tmp_path / "single")

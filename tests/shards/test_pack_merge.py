@@ -14,7 +14,7 @@ from usfmae.cli import main
 from usfmae.curate.shard import shard_of
 from usfmae.errors import DataError
 from usfmae.shards.merge import merge_packs
-from usfmae.shards.pack import PackConfig, pack_corpus
+from usfmae.shards.pack import PackConfig, list_corpus, pack_corpus
 from usfmae.shards.store import ShardReader
 
 
@@ -89,3 +89,25 @@ def test_incomplete_splits_and_changed_corpora_are_refused(corpus: Path, tmp_pat
     (grown / "a" / "late.png").write_bytes((corpus / "a" / "img00.png").read_bytes())
     with pytest.raises(DataError, match=rf"a/late: not done by its shard {shard_of('a/late', 2)}/2"):
         merge_packs(parts, tmp_path / "m3", progress=False)
+
+
+def test_folder_ids_that_still_collide_get_a_path_hash(tmp_path: Path) -> None:
+    # a.png and a.tif get a_png and a_tif by their suffix, which a_png.bmp's plain id a_png meets
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(7)
+    images = {name: rng.integers(0, 256, (12, 12), dtype=np.uint8) for name in ["a.png", "a.tif", "a_png.bmp"]}
+    for name, pixels in images.items():
+        cv2.imwrite(str(corpus / name), pixels)
+    ids = {"a.png": "a_png~69aba0d0", "a.tif": "a_tif", "a_png.bmp": "a_png~2a694042"}
+    assert {item.path.name: item.id for item in list_corpus(corpus)} == ids
+    assert {shard_of(i, 2) for i in ids.values()} == {0, 1}
+    assert _pack(corpus, tmp_path / "single") == 0
+    for i in range(2):
+        assert _pack(corpus, tmp_path / f"part{i}", "--shard", f"{i}/2") == 0
+    assert main(["merge", str(tmp_path / "part0"), str(tmp_path / "part1"), "--out", str(tmp_path / "merged"),
+                 "--no-progress"]) == 0
+    merged, one = ShardReader(tmp_path / "merged"), ShardReader(tmp_path / "single")
+    assert merged.ids == one.ids == list(ids.values())
+    np.testing.assert_array_equal(merged.read_batch(np.arange(3)), one.read_batch(np.arange(3)))
+    np.testing.assert_array_equal(one.read_batch(np.arange(3))[..., 0], np.stack(list(images.values())))

@@ -7,7 +7,9 @@ a reason (the run records them and goes on), never read and never written.
 
 Folder ids are the relative path without suffix, parts joined by ``__`` (``a/b.png`` -> ``a__b``);
 two files that differ only by suffix (``img.png``, ``img.tif``) keep theirs (``img_png``,
-``img_tif``) so neither overwrites the other. A folder with no images but DICOM, video or volume
+``img_tif``) so neither overwrites the other; files that still share an id (``x/y.png`` and
+``x__y.png``) each get ``~`` and 8 hex of the SHA-1 of their relative path
+(:func:`usfmae.fileio.unique_names`; ids nobody shares stay as they are). A folder with no images but DICOM, video or volume
 files is a user error: those are read by ``usfmae ingest``.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from usfmae.curate.frames import DICOM_SUFFIXES, VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from usfmae.errors import DataError
-from usfmae.fileio import fit_name, is_utf8, printable_name, resolve_under, unsafe_id
+from usfmae.fileio import fit_name, is_utf8, printable_name, resolve_under, unique_names, unsafe_id
 from usfmae.imaging import IMAGE_SUFFIXES
 
 Item = tuple[str, Path]
@@ -34,15 +36,19 @@ def _folder_inputs(source: Path) -> tuple[list[Item], list[Reject]]:
         if others:
             raise DataError(f"{source}: no images, but {len(others)} DICOM/video/volume file(s); "
                             f"run `usfmae ingest {source} --out CORPUS` first, then clean CORPUS/manifest.parquet")
-    stems = Counter("__".join(p.relative_to(source).with_suffix("").parts) for p in files)
-    items: list[Item] = []
-    rejects: list[Reject] = []
-    for path in files:
-        rel = path.relative_to(source)
+    rels = [p.relative_to(source) for p in files]
+    stems = Counter("__".join(rel.with_suffix("").parts) for rel in rels)
+    ids = []
+    for path, rel in zip(files, rels, strict=True):
         item_id = "__".join(rel.with_suffix("").parts)
         if stems[item_id] > 1:  # img.png and img.tif: the suffix tells them apart
             item_id += "_" + path.suffix.lower().lstrip(".")
-        item_id = fit_name(item_id)  # it names output files: keep under the file system's 255 bytes
+        ids.append(fit_name(item_id))  # it names output files: keep under the file system's 255 bytes
+    # x/y.png and x__y.png (or img.png, img.tif and img_png.jpg) still share one: a hash of the path
+    ids = unique_names(ids, [rel.as_posix() for rel in rels])
+    items: list[Item] = []
+    rejects: list[Reject] = []
+    for item_id, path, rel in zip(ids, files, rels, strict=True):
         if not is_utf8(str(rel)):
             rejects.append({"id": printable_name(item_id), "file": printable_name(path),
                             "reason": "file name is not valid UTF-8 (rename the file)"})

@@ -28,7 +28,7 @@ from usfmae.config import check, opt, to_dict
 from usfmae.curate.shard import in_shard, parse_shard
 from usfmae.curate.shard_runs import record_run
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, printable_name, resolve_under
+from usfmae.fileio import RejectLog, printable_name, resolve_under, unique_names
 from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, IMAGE_SUFFIXES
 from usfmae.runtime import configure_threads, progress_bar
 from usfmae.shards.store import ShardWriter, check_layout, packed_ids
@@ -74,23 +74,26 @@ def list_corpus(corpus: str | os.PathLike, allow_outside: bool = False) -> list[
     """The frames of an image folder (sorted by relative path) or of a Parquet manifest (row order).
 
     Folder ids are relative paths without suffix (with it when two files share a stem: ``img.png``,
-    ``img.tif``), bytes that are not UTF-8 shown as ``\\xNN``. A manifest path that leaves the
-    manifest's folder is refused unless ``allow_outside``.
+    ``img.tif``), bytes that are not UTF-8 shown as ``\\xNN``; files that still share an id get
+    ``~`` and 8 hex of the SHA-1 of their path (:func:`usfmae.fileio.unique_names`). A manifest path
+    that leaves the manifest's folder is refused unless ``allow_outside``.
     """
     corpus = Path(corpus)
     if corpus.is_dir() and (corpus / "manifest.parquet").is_file():
         corpus = corpus / "manifest.parquet"  # a usfmae output folder: its frames, not its masks or sheets
     if corpus.is_dir():
         files = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        stems = Counter(p.relative_to(corpus).with_suffix("").as_posix() for p in files)
-        items = []
-        for path in files:
-            rel = path.relative_to(corpus)
-            source = rel.parts[0] if len(rel.parts) > 1 else ""
+        rels = [p.relative_to(corpus) for p in files]
+        stems = Counter(rel.with_suffix("").as_posix() for rel in rels)
+        ids = []
+        for path, rel in zip(files, rels, strict=True):
             item_id = rel.with_suffix("").as_posix()
             item_id += "_" + path.suffix.lower().lstrip(".") if stems[item_id] > 1 else ""
-            items.append(CorpusItem(printable_name(item_id), path, printable_name(source)))
-        return items
+            ids.append(printable_name(item_id))
+        # img.png, img.tif and img_png.jpg still share one (as may a \xNN name): a hash of the path
+        ids = unique_names(ids, [rel.as_posix() for rel in rels])
+        return [CorpusItem(item_id, path, printable_name(rel.parts[0] if len(rel.parts) > 1 else ""))
+                for item_id, path, rel in zip(ids, files, rels, strict=True)]
     if corpus.is_file() and corpus.suffix == ".parquet":
         try:
             names = pq.read_schema(corpus).names
