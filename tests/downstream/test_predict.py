@@ -69,6 +69,22 @@ def test_segmenter_masks_come_back_at_the_original_size_and_dicom(segmenter: dic
     assert row["frame"] == "0" and cv2.imread(row["mask"], cv2.IMREAD_UNCHANGED).shape == (480, 640)
 
 
+def test_inputs_whose_names_map_to_one_stem_get_distinct_masks(segmenter: dict, tmp_path: Path) -> None:
+    from usfmae.downstream.predict import PredictConfig, predict
+
+    folder = tmp_path / "in"
+    (folder / "x").mkdir(parents=True)
+    sizes = {"x/y.png": (30, 40), "x__y.png": (50, 20), "img.png": (32, 32), "img.tif": (24, 36)}
+    for name, shape in sizes.items():
+        cv2.imwrite(str(folder / name), np.random.default_rng(len(name)).integers(0, 255, shape, dtype=np.uint8))
+    out = predict(PredictConfig(model=segmenter["training"]["model"], input=str(folder), out=str(tmp_path / "o")))
+    rows = _rows(Path(out["csv"]))
+    assert len({r["mask"] for r in rows}) == 4  # before: x/y and x__y (and img.png / img.tif) overwrote each other
+    for row in rows:  # each mask is its own input's, at that input's size
+        name = Path(row["source"]).relative_to(folder).as_posix()
+        assert cv2.imread(row["mask"], cv2.IMREAD_UNCHANGED).shape == sizes[name]
+
+
 def test_saved_classifier_reproduces_its_probabilities(phantom_dataset: Path, tmp_path: Path) -> None:
     cfg = finetune.FinetuneConfig(data=f"phantom:{phantom_dataset}", out=str(tmp_path / "ft"),
                                   model="mae_vit_micro_patch8_64", epochs=1, batch_size=8, split="kfold", k=2,

@@ -34,7 +34,7 @@ from usfmae.contract import normalise, prepare
 from usfmae.errors import ConfigError, DataError
 from usfmae.eval import explain as explain_lib
 from usfmae.eval.seg_report import overlay
-from usfmae.fileio import RejectLog, atomic_open, atomic_path, ensure_output_dir
+from usfmae.fileio import RejectLog, atomic_open, atomic_path, ensure_output_dir, unique_names
 from usfmae.imaging import IMAGE_SUFFIXES, fit_geometry, read_image, unfit
 from usfmae.models.encoder import pick_device
 from usfmae.models.saved import load_task_model
@@ -114,9 +114,21 @@ def iter_frames(files: list[Path], fps: float, rejects: RejectLog) -> Iterator[t
             rejects.reject(path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-def _name(path: Path, index: int, multi: bool, root: Path | None) -> str:
-    rel = path.relative_to(root) if root is not None and path.is_relative_to(root) else Path(path.name)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", "__".join(rel.with_suffix("").parts))
+def _relative(path: Path, root: Path | None) -> Path:
+    return path.relative_to(root) if root is not None and path.is_relative_to(root) else Path(path.name)
+
+
+def output_stems(files: list[Path], root: Path | None) -> dict[Path, str]:
+    """The output stem of each input: its relative path without suffix, ``/`` as ``__``, other
+    characters outside ``[A-Za-z0-9._-]`` as ``_``; stems two inputs share (``x/y.png`` and
+    ``x__y.png``, ``img.png`` and ``img.tif``) made distinct by :func:`usfmae.fileio.unique_names`."""
+    rels = [_relative(f, root) for f in files]
+    plain = [re.sub(r"[^A-Za-z0-9._-]+", "_", "__".join(r.with_suffix("").parts)) for r in rels]
+    return dict(zip(files, unique_names(plain, [r.as_posix() for r in rels]), strict=True))
+
+
+def _name(path: Path, index: int, multi: bool, stems: dict[Path, str]) -> str:
+    stem = stems[path]
     return f"{stem}_f{index:04d}" if multi else stem
 
 
@@ -134,6 +146,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
     rejects = RejectLog(out / "rejects.jsonl")
     files = list_inputs(cfg.input)
     root = Path(cfg.input).expanduser() if Path(cfg.input).is_dir() else None
+    stems = output_stems(files, root)
     device = pick_device(cfg.device)
     model.to(device)
     rows: list[dict[str, Any]] = []
@@ -156,7 +169,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
                 row["prediction"] = classes[int(probs.argmax())]
                 row.update({f"p_{c}": round(float(p), 6) for c, p in zip(classes, probs, strict=True)})
                 if heat is not None:
-                    name = _name(path, index, multi, root)
+                    name = _name(path, index, multi, stems)
                     # The map lives on the model's square input: undo the fit so it lies on the scan.
                     geometry = fit_geometry(img.shape[0], img.shape[1], contract.img_size, contract.fit)
                     on_image = unfit(heat[len(rows) - start], geometry, interpolation="linear")
@@ -165,7 +178,7 @@ def predict(cfg: PredictConfig) -> dict[str, Any]:
             else:
                 small = out_logits.argmax(0).to(torch.uint8).numpy()
                 mask = unfit(small, fit_geometry(img.shape[0], img.shape[1], contract.img_size, contract.fit))
-                name = _name(path, index, multi, root)
+                name = _name(path, index, multi, stems)
                 row["mask"] = _write_png(out / "masks" / f"{name}.png", mask)
                 if cfg.overlays:
                     row["overlay"] = _write_png(out / "overlays" / f"{name}.png", overlay(img, mask)[..., ::-1])
