@@ -253,3 +253,15 @@ def test_read_image_jpeg_gray_and_colour(tmp_path):
     assert cv2.imwrite(str(tmp_path / "c.jpg"), colour)
     expected = cv2.cvtColor(cv2.imread(str(tmp_path / "c.jpg"), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB)
     assert np.array_equal(read_image(tmp_path / "c.jpg"), expected)
+
+
+def test_image_files_names_what_it_leaves_out_in_one_line(tmp_path, caplog):
+    from usfmae.imaging import image_files
+
+    for name in ("b.png", "sub/a.JPG", "scan.dcm", "clip.mp4", "notes.txt", ".lock", "sub/.a.png.tmp"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    with caplog.at_level("WARNING"):
+        assert image_files(tmp_path) == [tmp_path / "b.png", tmp_path / "sub" / "a.JPG"]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "3 file(s) that are not images left out (e.g. clip.mp4)" in line and "usfmae ingest" in line

@@ -42,6 +42,7 @@ Fitting (:func:`fit`)
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -61,7 +62,29 @@ INTERPOLATIONS = ("area", "nearest", "linear")
 # image of that size decodes to 512 MiB). ``usfmae ... --max-pixels`` raises it for a known file.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
+log = logging.getLogger(__name__)
+
 _CV_INTERP = {"area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST_EXACT, "linear": cv2.INTER_LINEAR}
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursive, by suffix, sorted), for the stages that read images.
+
+    Other files (DICOM, video, volumes, notes) are ingest's to read: they are left out with one
+    log line saying how many and naming the first, instead of silently (hidden files aside).
+    """
+    images, others = [], []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(path)
+        elif not any(part.startswith(".") for part in path.relative_to(folder).parts):  # not locks, temp files
+            others.append(path)
+    if others and images:
+        log.warning("%s: %d file(s) that are not images left out (e.g. %s); for DICOM, video and volumes "
+                    "run `usfmae ingest` first and use its manifest", folder, len(others), others[0].relative_to(folder))
+    return images
 
 
 def header_pixels(data: bytes | np.ndarray, name: str | Path = "image") -> int:

@@ -21,14 +21,14 @@ from pathlib import Path
 from usfmae.curate.frames import DICOM_SUFFIXES, VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import fit_name, is_utf8, printable_name, resolve_under, unique_names, unsafe_id
-from usfmae.imaging import IMAGE_SUFFIXES
+from usfmae.imaging import image_files
 
 Item = tuple[str, Path]
 Reject = dict[str, str]
 
 
 def _folder_inputs(source: Path) -> tuple[list[Item], list[Reject]]:
-    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(source)
     if not files:
         others = [p for p in source.rglob("*") if p.is_file()
                   and (p.suffix.lower() in DICOM_SUFFIXES + VIDEO_SUFFIXES + VOLUME_SUFFIXES

@@ -21,7 +21,7 @@ from usfmae import imaging
 from usfmae.contract import imagenet_contract, prepare
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
-from usfmae.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from usfmae.imaging import DEFAULT_MAX_PIXELS, image_files
 from usfmae.runtime import progress_bar
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,7 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if (folder / "manifest.parquet").is_file():
         return manifest_paths(folder / "manifest.parquet")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and p.name not in ARTIFACT_FILES
-                  and not any(part in ARTIFACT_DIRS for part in p.relative_to(folder).parts[:-1]))
+    return [p for p in image_files(folder) if p.name not in ARTIFACT_FILES
+            and not any(part in ARTIFACT_DIRS for part in p.relative_to(folder).parts[:-1])]
 
 

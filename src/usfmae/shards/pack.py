@@ -29,7 +29,7 @@ from usfmae.curate.shard import in_shard, parse_shard
 from usfmae.curate.shard_runs import record_run
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, printable_name, resolve_under, unique_names
-from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, IMAGE_SUFFIXES
+from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, image_files
 from usfmae.runtime import configure_threads, progress_bar
 from usfmae.shards.store import ShardWriter, check_layout, packed_ids
 
@@ -82,7 +82,7 @@ def list_corpus(corpus: str | os.PathLike, allow_outside: bool = False) -> list[
     if corpus.is_dir() and (corpus / "manifest.parquet").is_file():
         corpus = corpus / "manifest.parquet"  # a usfmae output folder: its frames, not its masks or sheets
     if corpus.is_dir():
-        files = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = image_files(corpus)
         rels = [p.relative_to(corpus) for p in files]
         stems = Counter(rel.with_suffix("").as_posix() for rel in rels)
         ids = []
