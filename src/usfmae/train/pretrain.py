@@ -380,8 +380,11 @@ def run(cfg: PretrainConfig, resume: bool = False) -> dict[str, Any]:
         ConfigError: bad settings, or ``cfg.out`` holds a run and ``resume`` is False.
         NonFiniteLossError: the loss diverged; the message names the last good checkpoint.
     """
-    # paper recipe: DataLoader workers decode beside the step; fast: one prefetch thread
-    configure_threads(None, cfg.num_workers if cfg.recipe == "paper" else 1)
+    # The step's math gets the idle cores. The paper recipe's DataLoader workers (one thread each)
+    # decode in the step's gaps rather than beside it: on the idle 2-core machine, with 2 workers,
+    # 2 torch threads gave 256 images/s against 194 with 1 (bench/threads.py). The fast recipe has
+    # one prefetch thread. Cores other processes hold are still left out (runtime.idle_cores).
+    configure_threads(None, 0)
     dist = init_from_env(cfg.device)
     try:
         return train(setup(cfg, dist, resume))
