@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from usfmae import imaging
 from usfmae.contract import imagenet_contract, prepare
-from usfmae.data.images import list_images
+from usfmae.data.images import list_images, manifest_paths
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 from usfmae.imaging import DEFAULT_MAX_PIXELS
@@ -128,21 +128,6 @@ class ShardDataset(Dataset):
         return prepare(np.asarray(self.reader[int(index)]), self.contract)
 
 
-def _manifest_files(manifest: Path) -> list[Path]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(manifest)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise DataError(f"{manifest}: not a readable Parquet manifest ({exc.__class__.__name__})") from exc
-    if "path" not in table.column_names:
-        raise DataError(f"{manifest}: manifest has no 'path' column")
-    paths = table.column("path").to_pylist()
-    if "status" in table.column_names:
-        paths = [p for p, s in zip(paths, table.column("status").to_pylist(), strict=True) if s == "ok"]
-    return [manifest.parent / p for p in paths if p]
-
-
 def build_pretrain_dataset(source: str | Path, img_size: int, in_chans: int,
                            reject_log: RejectLog | None = None, *, fit: str = "pad",
                            max_pixels: int = DEFAULT_MAX_PIXELS) -> Dataset:
@@ -172,12 +157,12 @@ def build_pretrain_dataset(source: str | Path, img_size: int, in_chans: int,
         return PhantomDataset(n, seed, img_size, in_chans, fit)
     path = Path(source)
     if path.is_file() and path.suffix == ".parquet":
-        return ImageFilesDataset(_manifest_files(path), img_size, in_chans, reject_log, fit, max_pixels)
+        return ImageFilesDataset(manifest_paths(path), img_size, in_chans, reject_log, fit, max_pixels)
     if path.is_dir():
         if is_shard_dir(path):
             return ShardDataset(path, img_size, in_chans, fit)
         if (path / "manifest.parquet").is_file():  # e.g. a phantom or ingest output folder
-            return ImageFilesDataset(_manifest_files(path / "manifest.parquet"), img_size, in_chans, reject_log,
+            return ImageFilesDataset(manifest_paths(path / "manifest.parquet"), img_size, in_chans, reject_log,
                                      fit, max_pixels)
         return ImageFilesDataset(list_images(path), img_size, in_chans, reject_log, fit, max_pixels)
     raise DataError(f"{source}: not an image folder, .parquet manifest, shard folder or phantom:N")
