@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from usfmae.fileio import printable_name
 from usfmae.imaging import IMAGE_SUFFIXES
 
 STAGES = ("ingest", "clean", "pack", "embed")
@@ -265,7 +266,7 @@ def accounted(stage: str, out: Path) -> set[str]:
 
 
 def _shown(name: str) -> str:
-    return os.path.basename(name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return printable_name(os.path.basename(name))
 
 
 def in_scope(stage: str, name: str) -> bool:
