@@ -3,10 +3,12 @@
     python bench/threads.py [--rounds 3] [--tasks pretrain,finetune,clean]
 
 Each task runs the product's own entry point (``train.pretrain.run``, ``train.finetune.run``,
-``clean.run.run_clean``) on small phantom data with its default workers; an explicit thread count
-is set the way ``usfmae --threads N`` sets it (``runtime.set_thread_option``); ``default`` passes no
-option, so ``runtime.configure_threads`` chooses (from the cores and the load at that moment; the
-counts it chose are reported). Settings are 1, 2, 4, ... up to the cores this process may use, and
+``clean.run.run_clean``) on small phantom data with its default workers, in a fresh Python process
+per measurement, as a user's ``usfmae`` command runs (``usfmae.runtime`` imported first, no thread
+variables inherited); an explicit thread count is set the way ``usfmae --threads N`` sets it
+(``runtime.set_thread_option``, before torch is imported); ``default`` passes no option, so
+``runtime.configure_threads`` chooses (from the cores other processes left idle since the start;
+the counts it chose are reported). Settings are 1, 2, 4, ... up to the cores this process may use, and
 the default; they run interleaved round after round (A B C A B C ...) so a machine shared with
 other work loads them alike (the order rotates each round, after one untimed warm-up run), and each
 setting's figure is its median.
@@ -25,15 +27,14 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from usfmae import runtime
+from usfmae import runtime  # first, as in the CLI: its import starts the idle-core window
 
 
 def pretrain_task(root: Path) -> tuple[int, Callable[[Path], float]]:
@@ -57,8 +58,9 @@ def finetune_task(root: Path) -> tuple[int, Callable[[Path], float]]:
     from usfmae.train.finetune import FinetuneConfig, run
 
     data = root / "phantom_ft"
-    write_phantom_dataset(data, n=64, seed=0, cfg=PhantomConfig(size=64, overlays=False), progress=False)
-    epochs, batch = 10, 16  # a few seconds: the default's fixed 0.1 s probe of the idle cores stays small
+    if not data.exists():  # made once by the parent; each measuring process reuses it
+        write_phantom_dataset(data, n=64, seed=0, cfg=PhantomConfig(size=64, overlays=False), progress=False)
+    epochs, batch = 10, 16
 
     def once(out: Path) -> float:
         cfg = FinetuneConfig(data=f"phantom:{data}", out=str(out), model="mae_vit_tiny_patch8_64", epochs=epochs,
@@ -71,13 +73,14 @@ def finetune_task(root: Path) -> tuple[int, Callable[[Path], float]]:
 
 
 def clean_task(root: Path) -> tuple[int, Callable[[Path], float]]:
-    """Annotation removal (usfmae method, OCR on) of 48 phantom scans with overlays at 256 px (a few
-    seconds: the default pays a fixed 0.1 s probe of the idle cores, which would be 15% of 12 scans)."""
+    """Annotation removal (usfmae method, OCR on) of 48 phantom scans with overlays at 256 px."""
     from usfmae.clean.run import CleanConfig, run_clean
     from usfmae.phantom.generate import PhantomConfig, write_phantom_dataset
 
     data = root / "phantom_clean"
-    write_phantom_dataset(data, n=48, seed=1, cfg=PhantomConfig(size=256, overlays=True), progress=False)
+    if not data.exists():
+        write_phantom_dataset(data, n=48, seed=1, cfg=PhantomConfig(size=256, overlays=True),
+                              progress=False)
 
     def once(out: Path) -> float:
         start = time.perf_counter()
@@ -96,31 +99,63 @@ def settings(cores: int) -> list[int | None]:
     return [None, *sorted(powers | {cores})]
 
 
+def measure_once(task: str, root: Path, out: Path, threads: int | None) -> tuple[float, int]:
+    """Run ``task`` once in a fresh process (``threads``: its ``--threads``; None: the default).
+
+    Returns:
+        (images/s, torch threads the run computed with).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in runtime._THREAD_VARS}  # noqa: SLF001
+    cmd = [sys.executable, __file__, "--child", task, "--root", str(root), "--out", str(out)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{task} with threads={threads} failed:\n{done.stderr[-2000:]}")
+    figure, used = json.loads(done.stdout.strip().splitlines()[-1])
+    return figure, used
+
+
+def child(task: str, root: Path, out: Path, threads: int | None) -> None:
+    """One measurement in this process: print ``[images/s, torch threads used]``."""
+    runtime.set_thread_option(threads)  # before torch is imported, as the CLI's --threads
+    logging.disable(logging.INFO)
+    _, once = TASKS[task](root)
+    figure = once(out)
+    import torch
+
+    print(json.dumps([figure, torch.get_num_threads()]))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="measurements per setting (median)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated: " + ", ".join(TASKS))
+    parser.add_argument("--child", choices=sorted(TASKS), help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.disable(logging.INFO)
-    runtime._USER_THREADS = None  # noqa: SLF001 - the default must not be the caller's OMP_NUM_THREADS
+    if args.child:
+        child(args.child, args.root, args.out, args.threads)
+        return {}
     cores = runtime.available_cores()
     result: dict = {"bench": "threads", "cores": cores, "rounds": args.rounds,
                     "load_before": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="usfmae_threads_") as tmp:
         root = Path(tmp)
         for name in args.tasks.split(","):
-            workers, once = TASKS[name](root)
+            workers, _ = TASKS[name](root)  # makes the task's data once
             grid = settings(cores)
             figures: dict[int | None, list[float]] = {t: [] for t in grid}
             chosen: list[int] = []
-            once(root / f"{name}_warmup")  # first call pays imports, OCR start-up, worker servers
+            measure_once(name, root, root / f"{name}_warmup", None)  # fills the page cache, compiles OCR data
             for r in range(args.rounds):
                 for t in grid[r % len(grid):] + grid[:r % len(grid)]:  # rotated: no setting always first
-                    runtime.set_thread_option(t)  # None: no --threads, exactly as a user who passes none
-                    figures[t].append(once(root / f"{name}_{t}_{r}"))
+                    figure, used = measure_once(name, root, root / f"{name}_{t}_{r}", t)
+                    figures[t].append(figure)
                     if t is None:
-                        chosen.append(torch.get_num_threads())  # what configure_threads picked
-            runtime.set_thread_option(None)
+                        chosen.append(used)  # what configure_threads picked
             median = {t: statistics.median(v) for t, v in figures.items()}
             best = max((t for t in grid if t is not None), key=median.get)
             # a ratio per round (its settings ran minutes apart at most), then the median of those

@@ -65,6 +65,36 @@ def test_busy_cores_sees_a_spinning_process_and_not_its_own_past_work() -> None:
     assert 0.0 <= quiet <= 1.0 and busy >= 0.9  # one CPU: fully taken while the spinner runs
 
 
+def test_busy_cores_leaves_out_this_process_own_work() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # this thread computes on that CPU only
+    try:
+        before = runtime._cpu_sample({cpu})
+        end = runtime.time.monotonic() + 0.4
+        while runtime.time.monotonic() < end:  # our own busy loop: the CPU is fully taken, by us
+            pass
+        after = runtime._cpu_sample({cpu})
+    finally:
+        os.sched_setaffinity(0, mask)
+    taken = sum(1 - (after[2][c][0] - before[2][c][0]) / (after[2][c][1] - before[2][c][1]) for c in before[2])
+    assert taken >= 0.8 and after[1] - before[1] >= 0.3  # the CPU was busy, and the busy time was ours
+    assert runtime._busy_between(before, after) <= 0.5  # so it is not "other work"
+
+
+@pytest.mark.parametrize("age_s, waits", [(2.0, False), (0.02, True), (60.0, True)])
+def test_only_the_first_look_measures_from_the_import_and_without_waiting(monkeypatch, age_s, waits):
+    waited = []
+    monkeypatch.setattr(runtime.time, "sleep", waited.append)
+    clock, own, counts = runtime._cpu_sample(set(os.sched_getaffinity(0)))
+    monkeypatch.setattr(runtime, "_start_sample", [(clock - age_s, own, counts)])
+    assert runtime.busy_cores() >= 0.0
+    assert waited == ([0.1] if waits else [])  # a verb started seconds ago pays no 0.1 s wait
+    # the start-up sample is used once: later windows could hold unreaped workers' work
+    assert runtime._start_sample == [None]
+    assert runtime.busy_cores() >= 0.0 and waited[-1:] == [0.1]
+
+
 @pytest.mark.parametrize("workers, load, torch_threads, cv_threads", [
     (0, 0.0, 4, 4),   # idle machine: every core for both
     (0, 2.2, 2, 4),   # two cores busy elsewhere: torch's OpenMP keeps off them, OpenCV's pool need not

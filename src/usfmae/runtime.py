@@ -9,8 +9,8 @@ default threads and at 20 with one. :func:`configure_threads` therefore gives ea
 - OpenCV: ``cores // max(workers, 1)`` threads, so threads x workers fit the cores this process
   may run on (``os.sched_getaffinity``: a container's or a SLURM job's share, not the machine's);
 - torch: the same, but counting only the cores other processes leave idle (cores minus the
-  cores busy in a 0.1 s sample of ``/proc/stat``, at least 1; the load average where there is no
-  ``/proc``). torch's OpenMP threads wait for each other at every
+  cores other processes kept busy since the process started, from ``/proc/stat`` less this
+  process's own CPU time, at least 1; the load average where there is no ``/proc``). torch's OpenMP threads wait for each other at every
   operation, so one thread that shares its core stalls them all: fine-tuning on the 2-core machine
   at load 7 ran 5x slower with 2 threads than with 1, while OpenCV's pool lost nothing
   (``bench/threads.py``);
@@ -62,43 +62,81 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+_CpuSample = tuple[float, float, dict[int, tuple[int, int]]]  # (monotonic s, own CPU s, cpu -> (idle, total) ticks)
+
+
+def _cpu_sample(cpus: set[int] | None) -> _CpuSample:
+    """Now: the clock, this process's CPU seconds (all its threads and its reaped children) and, per
+    CPU of ``cpus`` (all where None), its idle and total ticks from ``/proc/stat``."""
+    counts = {}
+    with open("/proc/stat", encoding="ascii") as handle:
+        for line in handle:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and (cpus is None or int(name[3:]) in cpus):
+                ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+                counts[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks))
+    own = os.times()
+    return time.monotonic(), own.user + own.system + own.children_user + own.children_system, counts
+
+
+def _busy_between(before: _CpuSample, after: _CpuSample) -> float:
+    """Cores kept busy between two samples by work other than this process's (>= 0)."""
+    busy = 0.0
+    for cpu, (idle, total) in before[2].items():
+        elapsed = after[2].get(cpu, (idle, total))[1] - total
+        if elapsed > 0:
+            busy += 1.0 - (after[2][cpu][0] - idle) / elapsed
+    wall = after[0] - before[0]
+    return max(0.0, busy - (after[1] - before[1]) / wall) if wall > 0 else busy
+
+
+def _first_sample() -> _CpuSample | None:
+    try:
+        return _cpu_sample(set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# taken when the process starts (the CLI imports this module first): the window up to a verb's first
+# thread decision is then its own start-up (imports, argument parsing), which costs no waiting. Used
+# once: a later window could hold the work of pools this process started but never reaps (a
+# forkserver's DataLoader workers), which would count as other processes' work.
+_start_sample: list[_CpuSample | None] = [_first_sample()]
+_REUSE_S = 30.0  # an older start-up sample would average over too long a past
+
+
 def busy_cores(cpus: set[int] | None = None, window_s: float = 0.1) -> float | None:
     """How many of ``cpus`` (default: this process's affinity mask) other work keeps busy right now.
 
-    Sampled from ``/proc/stat`` over ``window_s`` seconds: the sum over those CPUs of the share of
-    the window they were not idle. Called while this process computes nothing (before a verb
-    starts its work), so it measures the others. None where ``/proc/stat`` cannot be read.
+    From ``/proc/stat``: the sum over those CPUs of the share of a window they were not idle, less
+    this process's own CPU time in it (all its threads and reaped children), so the figure counts
+    the others. The first call for the default CPUs, between ``window_s`` and 30 s after this module
+    was imported, measures from the import, so a verb pays nothing to look; other calls wait
+    ``window_s`` seconds between two samples. None where ``/proc/stat`` cannot be read.
     """
-    cpus = set(os.sched_getaffinity(0)) if cpus is None and hasattr(os, "sched_getaffinity") else cpus
-
-    def sample() -> dict[int, tuple[int, int]]:
-        counts = {}
-        with open("/proc/stat", encoding="ascii") as handle:
-            for line in handle:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and (cpus is None or int(name[3:]) in cpus):
-                    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
-                    counts[int(name[3:])] = (ticks[3] + ticks[4], sum(ticks))
-        return counts
-
+    start, _start_sample[0] = _start_sample[0], None
     try:
-        before = sample()
-        time.sleep(window_s)
-        after = sample()
+        if cpus is None and hasattr(os, "sched_getaffinity"):
+            cpus = set(os.sched_getaffinity(0))
+            if start is not None and set(start[2]) != cpus:  # the mask changed since the import
+                start = None
+        else:
+            start = None
+        if start is not None and window_s <= time.monotonic() - start[0] <= _REUSE_S:
+            before = start
+        else:
+            before = _cpu_sample(cpus)
+            time.sleep(window_s)
+        after = _cpu_sample(cpus)
     except (OSError, ValueError, IndexError):
         return None
-    busy = 0.0
-    for cpu, (idle, total) in before.items():
-        elapsed = after.get(cpu, (idle, total))[1] - total
-        if elapsed > 0:
-            busy += 1.0 - (after[cpu][0] - idle) / elapsed
-    return busy
+    return _busy_between(before, after)
 
 
 def idle_cores(cores: int | None = None) -> int:
     """Of ``cores`` (default: :func:`available_cores`), those other processes leave idle now (>= 1).
 
-    From :func:`busy_cores` (a 0.1 s sample of ``/proc/stat``); where that is not available, from the
+    From :func:`busy_cores` (``/proc/stat`` since the last sample, less this process's own work); where that is not available, from the
     1-minute load average. The load average lags by a minute and counts this process's own recent
     work: in a run of several trainings in one process (``usfmae benchmark``), every training after
     the first would see the previous one's load and take a single thread on an idle machine.
