@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -265,3 +267,28 @@ def test_image_files_names_what_it_leaves_out_in_one_line(tmp_path, caplog):
         assert image_files(tmp_path) == [tmp_path / "b.png", tmp_path / "sub" / "a.JPG"]
     (line,) = [r.getMessage() for r in caplog.records]
     assert "3 file(s) that are not images left out (e.g. clip.mp4)" in line and "usfmae ingest" in line
+
+
+def test_image_listing_matches_sorted_rglob_on_awkward_trees(tmp_path):
+    """The scandir listing gives what sorted ``rglob`` + ``is_file`` gave, as strings, in the same order."""
+    from usfmae.imaging import IMAGE_SUFFIXES, image_files, image_relpaths
+
+    root = tmp_path / "root"
+    for name in ("a/b.png", "a-c.png", "a.png", "A.PNG", "z/y/x.tif", "x.png/inner.jpg", ".hidden/h.png",
+                 "file.", ".png", "nested/deep/er/img.jpeg", "sp ace/é.bmp"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.png").write_bytes(b"x")
+    (root / "link_to_file.png").symlink_to(root / "a.png")           # counts, like is_file()
+    (root / "link_to_dir").symlink_to(outside, target_is_directory=True)  # not followed, like rglob
+    (root / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (root / "loop.png").symlink_to(root / "loop.png")
+    os.mkfifo(root / "fifo.png")
+    expected = [p for p in sorted(root.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    assert image_files(root) == expected
+    assert image_relpaths(root) == [p.relative_to(root).as_posix() for p in expected]
+    listed = image_relpaths(root)
+    assert listed[:4] == [".hidden/h.png", "A.PNG", "a/b.png", "a-c.png"]  # part by part: "a" < "a-c"
+    assert all(type(rel) is str for rel in listed)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -67,24 +68,54 @@ log = logging.getLogger(__name__)
 _CV_INTERP = {"area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST_EXACT, "linear": cv2.INTER_LINEAR}
 
 
-def image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (recursive, by suffix, sorted), for the stages that read images.
+def image_relpaths(folder: str | os.PathLike) -> list[str]:
+    """The image files under ``folder`` as relative ``/``-joined paths (recursive, by suffix), sorted
+    part by part (the order of sorted ``Path`` objects), for the stages that read images.
 
-    Other files (DICOM, video, volumes, notes) are ingest's to read: they are left out with one
-    log line saying how many and naming the first, instead of silently (hidden files aside).
+    Strings, not ``Path`` objects: a stage holds its listing for the whole run, and a ``Path`` costs
+    ~320 bytes against ~100 for its string (a million frames: 0.4 GB less). One ``scandir`` pass,
+    no ``stat`` of regular files. Symbolic links to files count; links to folders are not followed
+    (as ``Path.rglob`` does); unreadable folders are passed over. Other files (DICOM, video,
+    volumes, notes) are ingest's to read: they are left out with one log line saying how many and
+    naming the first, instead of silently (hidden files aside).
     """
-    images, others = [], []
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
+    images: list[str] = []
+    others: list[str] = []
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            with os.scandir(os.path.join(folder, rel_dir)) as entries:
+                listed = list(entries)
+        except OSError:
             continue
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            images.append(path)
-        elif not any(part.startswith(".") for part in path.relative_to(folder).parts):  # not locks, temp files
-            others.append(path)
+        for entry in listed:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        pending.append(rel)
+                    continue
+                if not entry.is_file():  # FIFOs, devices, dangling or looping links
+                    continue
+            except OSError:
+                continue
+            dot = entry.name.rfind(".")
+            if 0 < dot < len(entry.name) - 1 and entry.name[dot:].lower() in IMAGE_SUFFIXES:
+                images.append(rel)
+            elif not any(part.startswith(".") for part in rel.split("/")):  # not locks, temp files
+                others.append(rel)
+    images.sort(key=lambda rel: rel.split("/"))
     if others and images:
         log.warning("%s: %d file(s) that are not images left out (e.g. %s); for DICOM, video and volumes "
-                    "run `usfmae ingest` first and use its manifest", folder, len(others), others[0].relative_to(folder))
+                    "run `usfmae ingest` first and use its manifest", folder, len(others),
+                    min(others, key=lambda rel: rel.split("/")))
     return images
+
+
+def image_files(folder: Path) -> list[Path]:
+    """:func:`image_relpaths` as paths under ``folder`` (for listings too small for their size to matter)."""
+    return [folder / rel for rel in image_relpaths(folder)]
 
 
 def header_pixels(data: bytes | np.ndarray, name: str | Path = "image") -> int:

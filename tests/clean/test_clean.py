@@ -212,7 +212,7 @@ def test_manifest_input_uses_ok_rows(tmp_path):
     (tmp_path / "frames").mkdir()
     pq.write_table(pa.table({"id": ["a", "b"], "path": ["frames/a.png", "frames/b.png"], "status": ["ok", "corrupt"]}),
                    tmp_path / "manifest.parquet")
-    assert list_inputs(tmp_path / "manifest.parquet") == ([("a", tmp_path / "frames" / "a.png")], [])
+    assert list_inputs(tmp_path / "manifest.parquet") == ([("a", str(tmp_path / "frames" / "a.png"))], [])
 
 
 def test_cli_missing_input_is_one_line_error(tmp_path, capsys):

@@ -54,7 +54,7 @@ def test_manifest_ids_and_paths_cannot_leave_their_folders(tmp_path, capsys):
              "frames/a.png"]
     pq.write_table(pa.table({"id": ids, "path": paths}), corpus / "manifest.parquet")
     items, rejects = list_inputs(corpus / "manifest.parquet")
-    assert items == [("a", corpus / "frames" / "a.png")]
+    assert items == [("a", str(corpus / "frames" / "a.png"))]
     assert [(r["id"], r["reason"].split(" (")[0]) for r in rejects] == [
         ("../../escape", "id is not a plain relative name"), ("/abs", "id is not a plain relative name"),
         ("b", "path leaves the manifest's folder"), ("c", "path leaves the manifest's folder"),
@@ -109,7 +109,7 @@ def test_folder_ids_that_still_collide_get_a_path_hash(tmp_path, capsys):
         cv2.imwrite(str(src / name), image(seed))
     items, rejects = list_inputs(src)
     ids = ["c", "x__y_png~bc111d35", "x__y_png~8b08476d"]
-    assert [(i, p.relative_to(src).as_posix()) for i, p in items] == list(
+    assert [(i, Path(p).relative_to(src).as_posix()) for i, p in items] == list(
         zip(ids, ["c.png", "x/y.png", "x__y.png"], strict=True)) and rejects == []
     outs = {}
     for name, extra in [("single", []), ("p0", ["--shard", "0/2"]), ("p1", ["--shard", "1/2"])]:

@@ -23,7 +23,7 @@ def test_phantom_output_folder_lists_its_frames_only(tmp_path):
     write_phantom_dataset(tmp_path, 3, seed=0, cfg=PhantomConfig(size=64), progress=False)
     frames = [tmp_path / "images" / f"s0_{i:07d}.png" for i in range(3)]
     assert embed_inputs(tmp_path) == frames  # not clean/ and masks/ too (9 files)
-    assert [item.path for item in list_corpus(tmp_path)] == frames
+    assert [item.path for item in list_corpus(tmp_path)] == [str(f) for f in frames]
 
 
 def test_clean_layout_without_and_with_manifest(tmp_path):

@@ -15,41 +15,44 @@ files is a user error: those are read by ``usfmae ingest``.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from usfmae.curate.frames import DICOM_SUFFIXES, VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from usfmae.errors import DataError
 from usfmae.fileio import fit_name, is_utf8, printable_name, resolve_under, unique_names, unsafe_id
-from usfmae.imaging import image_files
+from usfmae.imaging import image_relpaths
 
-Item = tuple[str, Path]
+Item = tuple[str, str]  # (id, file path)
 Reject = dict[str, str]
 
 
 def _folder_inputs(source: Path) -> tuple[list[Item], list[Reject]]:
-    files = image_files(source)
-    if not files:
+    rels = image_relpaths(source)  # strings, not Paths: held for the whole run
+    if not rels:
         others = [p for p in source.rglob("*") if p.is_file()
                   and (p.suffix.lower() in DICOM_SUFFIXES + VIDEO_SUFFIXES + VOLUME_SUFFIXES
                        or p.name.lower().endswith(".nii.gz"))]
         if others:
             raise DataError(f"{source}: no images, but {len(others)} DICOM/video/volume file(s); "
                             f"run `usfmae ingest {source} --out CORPUS` first, then clean CORPUS/manifest.parquet")
-    rels = [p.relative_to(source) for p in files]
-    stems = Counter("__".join(rel.with_suffix("").parts) for rel in rels)
+    stems = ["__".join(PurePosixPath(rel).with_suffix("").parts) for rel in rels]
+    shared = Counter(stems)
     ids = []
-    for path, rel in zip(files, rels, strict=True):
-        item_id = "__".join(rel.with_suffix("").parts)
-        if stems[item_id] > 1:  # img.png and img.tif: the suffix tells them apart
-            item_id += "_" + path.suffix.lower().lstrip(".")
-        ids.append(fit_name(item_id))  # it names output files: keep under the file system's 255 bytes
+    for stem, rel in zip(stems, rels, strict=True):
+        if shared[stem] > 1:  # img.png and img.tif: the suffix tells them apart
+            stem += "_" + PurePosixPath(rel).suffix.lower().lstrip(".")
+        ids.append(fit_name(stem))  # it names output files: keep under the file system's 255 bytes
+    del stems, shared
     # x/y.png and x__y.png (or img.png, img.tif and img_png.jpg) still share one: a hash of the path
-    ids = unique_names(ids, [rel.as_posix() for rel in rels])
+    ids = unique_names(ids, rels)
     items: list[Item] = []
     rejects: list[Reject] = []
-    for item_id, path, rel in zip(ids, files, rels, strict=True):
-        if not is_utf8(str(rel)):
+    root = str(source)
+    for item_id, rel in zip(ids, rels, strict=True):
+        path = os.path.join(root, rel)
+        if not is_utf8(rel):
             rejects.append({"id": printable_name(item_id), "file": printable_name(path),
                             "reason": "file name is not valid UTF-8 (rename the file)"})
             continue
@@ -90,7 +93,7 @@ def _manifest_inputs(source: Path, allow_outside: bool) -> tuple[list[Item], lis
             rejects.append({"id": printable_name(item_id), "file": printable_name(rel), "reason": why})
             continue
         seen.add(item_id)
-        items.append((item_id, path))
+        items.append((item_id, str(path)))
     return items, rejects
 
 

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -29,7 +29,7 @@ from usfmae.curate.shard import in_shard, parse_shard
 from usfmae.curate.shard_runs import record_run
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog, printable_name, resolve_under, unique_names
-from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, image_files
+from usfmae.imaging import DEFAULT_MAX_PIXELS, FIT_POLICIES, image_relpaths
 from usfmae.runtime import configure_threads, progress_bar
 from usfmae.shards.store import ShardWriter, check_layout, packed_ids
 
@@ -65,7 +65,7 @@ class CorpusItem:
     """One input frame: unique id, file, source dataset name, optional label."""
 
     id: str
-    path: Path
+    path: str  # a string, not a Path: ~220 bytes less per frame held
     source: str = ""
     label: str | None = None
 
@@ -82,18 +82,17 @@ def list_corpus(corpus: str | os.PathLike, allow_outside: bool = False) -> list[
     if corpus.is_dir() and (corpus / "manifest.parquet").is_file():
         corpus = corpus / "manifest.parquet"  # a usfmae output folder: its frames, not its masks or sheets
     if corpus.is_dir():
-        files = image_files(corpus)
-        rels = [p.relative_to(corpus) for p in files]
-        stems = Counter(rel.with_suffix("").as_posix() for rel in rels)
-        ids = []
-        for path, rel in zip(files, rels, strict=True):
-            item_id = rel.with_suffix("").as_posix()
-            item_id += "_" + path.suffix.lower().lstrip(".") if stems[item_id] > 1 else ""
-            ids.append(printable_name(item_id))
+        rels = image_relpaths(corpus)  # strings, not Paths: the listing is held for the whole run
+        stems = [PurePosixPath(rel).with_suffix("").as_posix() for rel in rels]
+        shared = Counter(stems)
+        ids = [printable_name(stem + ("_" + PurePosixPath(rel).suffix.lower().lstrip(".") if shared[stem] > 1 else ""))
+               for stem, rel in zip(stems, rels, strict=True)]
+        del stems, shared
         # img.png, img.tif and img_png.jpg still share one (as may a \xNN name): a hash of the path
-        ids = unique_names(ids, [rel.as_posix() for rel in rels])
-        return [CorpusItem(item_id, path, printable_name(rel.parts[0] if len(rel.parts) > 1 else ""))
-                for item_id, path, rel in zip(ids, files, rels, strict=True)]
+        ids = unique_names(ids, rels)
+        root = str(corpus)
+        return [CorpusItem(item_id, os.path.join(root, rel), printable_name(rel.split("/", 1)[0] if "/" in rel else ""))
+                for item_id, rel in zip(ids, rels, strict=True)]
     if corpus.is_file() and corpus.suffix == ".parquet":
         try:
             names = pq.read_schema(corpus).names
@@ -110,7 +109,7 @@ def list_corpus(corpus: str | os.PathLike, allow_outside: bool = False) -> list[
         status = cols.get("status", ["ok"] * n)
         source = cols.get("source", [""] * n)
         label = cols.get("label", [None] * n)
-        return [CorpusItem(str(cols["id"][i]), resolve_under(corpus.parent, str(cols["path"][i]), allow_outside),
+        return [CorpusItem(str(cols["id"][i]), str(resolve_under(corpus.parent, str(cols["path"][i]), allow_outside)),
                            str(source[i] or ""), None if label[i] is None else str(label[i]))
                 for i in range(n) if status[i] == "ok"]
     raise DataError(f"{corpus}: expected an image folder or a .parquet manifest")
@@ -127,7 +126,7 @@ def load_frame(path: str | os.PathLike, size: int, channels: int, fit: str = "pa
     return imaging.fit(imaging.read_image(path, max_pixels=max_pixels), size, channels, fit)
 
 
-def _reason(exc: Exception, path: Path) -> str:
+def _reason(exc: Exception, path: str | os.PathLike) -> str:
     """The reason of a decoding error without the file name (the reject log records the file)."""
     text = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
     prefix = f"{path}: "
