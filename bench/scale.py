@@ -64,9 +64,10 @@ def write_frames(root: Path, n: int, size: int = 64, distinct: int = 0) -> None:
 
 def verb(args: list[str], env: dict[str, str]) -> dict:
     proc = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, env=env)
-    if proc.returncode != 0 or not proc.stdout.strip():
+    result = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() else {}
+    if result.get("code") != 0:  # main() returns a user error's exit code instead of raising
         raise SystemExit(f"usfmae {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def commands(stage: str, work: Path, stages: list[str], clean_ocr: bool = True) -> list[str]:
@@ -94,7 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--distinct", type=int, default=0,
                         help="draw only this many frames and copy them (0: all distinct; not for ingest)")
     args = parser.parse_args(argv)
-    stages = [s for s in args.stages.split(",") if s]
+    asked = {s for s in args.stages.split(",") if s}
+    if asked - set(STAGES):
+        parser.error(f"unknown stage(s): {', '.join(sorted(asked - set(STAGES)))}")
+    stages = [s for s in STAGES if s in asked]  # pipeline order, whatever the order asked: each reads the last
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}")
