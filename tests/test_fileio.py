@@ -269,3 +269,43 @@ def test_unique_names_keeps_tagged_long_names_under_the_limit() -> None:
     long = "n" * NAME_BYTES
     tagged = unique_names(["d/" + long, "d/" + long], ["d/x", "d/y"])
     assert len(set(tagged)) == 2 and all(t.startswith("d/") and len(t) == 2 + NAME_BYTES for t in tagged)
+
+
+@pytest.fixture
+def manifest_tree(tmp_path):
+    """base/ with frames, a link to a frame, a link out of base and a linked folder out of base."""
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    (base / "frames" / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for name in ("frames/a.png", "frames/sub/b.png"):
+        (base / name).write_bytes(b"x")
+    (outside / "secret.png").write_bytes(b"x")
+    (base / "frames" / "in_link.png").symlink_to(base / "frames" / "a.png")
+    (base / "frames" / "out_link.png").symlink_to(outside / "secret.png")
+    (base / "linked_out").symlink_to(outside, target_is_directory=True)
+    (base / "linked_in").symlink_to(base / "frames", target_is_directory=True)
+    return base
+
+
+@pytest.mark.parametrize("relative, inside", [
+    ("frames/a.png", True), ("frames/sub/b.png", True), ("frames/./sub/b.png", True),
+    ("frames/sub/../a.png", True), ("frames/in_link.png", True), ("linked_in/a.png", True),
+    ("frames/missing.png", True),                      # not there: the reader rejects it, not the check
+    ("../outside/secret.png", False), ("frames/../../outside/secret.png", False),
+    ("frames/out_link.png", False), ("linked_out/secret.png", False), ("/etc/passwd", False),
+    ("frames/..", True), ("..", False),
+])
+def test_paths_under_refuses_what_leaves_the_folder_as_resolve_does(manifest_tree, relative, inside):
+    from usfmae.errors import DataError
+    from usfmae.fileio import PathsUnder
+
+    expected = (manifest_tree / relative).resolve().is_relative_to(manifest_tree.resolve())  # the rule, spelled slowly
+    assert expected == inside
+    under = PathsUnder(manifest_tree)
+    for _ in range(2):  # the second call answers from the folder cache
+        if inside:
+            assert under(relative) == str(manifest_tree / relative)
+        else:
+            with pytest.raises(DataError, match="leaves the manifest's folder"):
+                under(relative)
+    assert PathsUnder(manifest_tree, allow_outside=True)(relative) == str(manifest_tree / relative)

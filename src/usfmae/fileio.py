@@ -20,7 +20,7 @@ import tempfile
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 log = logging.getLogger(__name__)
@@ -108,25 +108,50 @@ def unsafe_id(item_id: str) -> str | None:
     return None
 
 
-def resolve_under(base: str | os.PathLike, relative: str, allow_outside: bool = False) -> Path:
-    """``base / relative``, refusing (``DataError``) a path that leaves ``base`` unless allowed.
+class PathsUnder:
+    """Files a manifest names, relative to ``base``, refused (``DataError``) where they leave it.
 
     Manifests name their files relative to their own folder; a path such as ``../../etc/passwd`` or
-    ``/home/x`` (or a symlink out) would make a stage read any file. Symlinks are resolved.
-    """
-    from usfmae.errors import DataError
+    ``/home/x`` (or a symlink out) would make a stage read any file. Symlinks are resolved. One
+    instance serves one listing: each folder's real path is looked up once (a full ``realpath``
+    per row cost ~45 us, 45 s for a million frames), and for a file only whether it is a link.
 
-    base = Path(base)
-    path = base / relative
-    if allow_outside:
+        under = PathsUnder(manifest.parent, allow_outside=False)
+        path = under("frames/a.png")      # "<manifest folder>/frames/a.png"
+    """
+
+    def __init__(self, base: str | os.PathLike, allow_outside: bool = False) -> None:
+        self.base = os.fspath(base)
+        self.allow_outside = allow_outside
+        self._real_base: str | None = None
+        self._real_dirs: dict[str, str] = {}
+
+    def _real(self, path: str) -> str:
+        """``os.path.realpath(path)``, with the folders' part cached."""
+        head, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        if head not in self._real_dirs:
+            self._real_dirs[head] = os.path.realpath(head)
+        real = os.path.join(self._real_dirs[head], name)
+        return os.path.realpath(real) if os.path.islink(real) else real
+
+    def __call__(self, relative: str) -> str:
+        from usfmae.errors import DataError
+
+        path = str(PurePath(self.base, relative))  # as ``Path(base) / relative`` spells it
+        if self.allow_outside:
+            return path
+        if self._real_base is None:
+            self._real_base = os.path.realpath(self.base)
+        try:
+            real = self._real(path)
+            inside = os.path.commonpath([real, self._real_base]) == self._real_base
+        except (OSError, ValueError):
+            inside = False
+        if not inside:
+            raise DataError(f"{printable_name(relative)}: path leaves the manifest's folder (--allow-outside to accept)")
         return path
-    try:
-        inside = path.resolve().is_relative_to(base.resolve())
-    except (OSError, RuntimeError, ValueError):
-        inside = False
-    if not inside:
-        raise DataError(f"{printable_name(relative)}: path leaves the manifest's folder (--allow-outside to accept)")
-    return path
 
 
 def ensure_output_dir(path: str | os.PathLike, lock: bool = True) -> Path:

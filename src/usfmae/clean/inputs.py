@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from usfmae.curate.frames import DICOM_SUFFIXES, VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from usfmae.errors import DataError
-from usfmae.fileio import fit_name, is_utf8, printable_name, resolve_under, unique_names, unsafe_id
+from usfmae.fileio import PathsUnder, fit_name, is_utf8, printable_name, unique_names, unsafe_id
 from usfmae.imaging import image_relpaths
 
 Item = tuple[str, str]  # (id, file path)
@@ -82,18 +82,19 @@ def _manifest_inputs(source: Path, allow_outside: bool) -> tuple[list[Item], lis
     items: list[Item] = []
     rejects: list[Reject] = []
     seen: set[str] = set()
+    under = PathsUnder(source.parent, allow_outside)
     for item_id, rel in zip(ids, rels, strict=True):
         why = unsafe_id(item_id) or ("id repeated in the manifest" if item_id in seen else None)
         if why is None:
             try:
-                path = resolve_under(source.parent, rel, allow_outside)
+                path = under(rel)
             except DataError as exc:
                 why = str(exc).split(": ", 1)[-1]
         if why is not None:
             rejects.append({"id": printable_name(item_id), "file": printable_name(rel), "reason": why})
             continue
         seen.add(item_id)
-        items.append((item_id, str(path)))
+        items.append((item_id, path))
     return items, rejects
 
 
