@@ -168,13 +168,15 @@ def restore_bars():
     runtime.quiet_progress_bars(False)
 
 
+@pytest.mark.parametrize("verb, extra", [("pack", ["--size", "32"]), ("ingest", ["--workers", "1"])])
 @pytest.mark.parametrize("tty", [True, False])
-def test_progress_bars_show_on_a_terminal_only(restore_bars, monkeypatch, phantom_dataset, tmp_path, capsys, tty):
+def test_progress_bars_show_on_a_terminal_only(restore_bars, monkeypatch, phantom_dataset, tmp_path, capsys, tty,
+                                               verb, extra):
     import sys
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
-    assert cli.main(["pack", str(phantom_dataset / "clean"), "--out", str(tmp_path / "shards"), "--size", "32"]) == 0
+    assert cli.main([verb, str(phantom_dataset / "clean"), "--out", str(tmp_path / "out"), *extra]) == 0
     err = capsys.readouterr().err
-    assert ("pack: 100%" in err) == tty  # a log file or a pipe gets no carriage-return redraws
+    assert (f"{verb}: 100%" in err) == tty  # a log file or a pipe gets no carriage-return redraws
     assert runtime.progress_bar(range(3), enabled=True).disable is not tty
     assert runtime.progress_bar(range(3), enabled=False).disable

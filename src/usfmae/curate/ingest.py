@@ -43,7 +43,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from usfmae.config import check, opt, save_config
 from usfmae.curate.hashing import hamming, phash, phash_to_hex, phash_to_int64, pixel_hash
@@ -70,7 +69,7 @@ from usfmae.fileio import (
     unique_names,
 )
 from usfmae.imaging import DEFAULT_MAX_PIXELS
-from usfmae.runtime import available_cores, configure_threads
+from usfmae.runtime import available_cores, configure_threads, progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +336,7 @@ def run_ingest(cfg: IngestConfig, progress: bool = True) -> dict[str, Any]:
     rejects = RejectLog(out / "rejects.jsonl", log)
     workers = cfg.workers or max(1, available_cores() - 1)
     configure_threads(None, workers)
-    bar = tqdm(total=len(todo), unit="file", desc="ingest", disable=not progress or not todo)
+    bar = progress_bar(total=len(todo), unit="file", desc="ingest", enabled=progress and bool(todo))
 
     def collect(record: dict[str, Any]) -> None:
         # index_progress closed any torn line, so this record starts at the current end of the file

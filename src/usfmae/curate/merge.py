@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm import tqdm
 
 from usfmae.config import build_config, save_config, to_dict
 from usfmae.curate.ingest import IngestConfig, build_manifest, frame_stems, list_files, read_exclude_ids
@@ -39,6 +38,7 @@ from usfmae.curate.shard import parse_shard, shard_of
 from usfmae.curate.shard_runs import link_or_copy
 from usfmae.errors import ConfigError, DataError
 from usfmae.fileio import atomic_open, ensure_output_dir
+from usfmae.runtime import progress_bar
 
 # settings that may differ between shards (where they ran, how fast), not what they produce
 _PER_SHARD = ("out", "shard", "workers")
@@ -148,7 +148,7 @@ def _copy_records(files: list[str], found: dict[str, tuple[ProgressEntry, int]],
     linked = offset = 0
     try:
         with atomic_open(progress_path, "wb") as merged:
-            for rel in tqdm(files, desc="merge", unit="file", disable=not progress):
+            for rel in progress_bar(files, desc="merge", unit="file", enabled=progress):
                 entry, shard = found[rel]
                 handle = handles[shard]
                 handle.seek(entry.offset)
