@@ -82,8 +82,13 @@ def unique_names(names: Sequence[str], keys: Sequence[str]) -> list[str]:
         digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:digits]
         return head + slash + fit_name(f"{tail}~{digest}")
 
+    if len(keys) != len(names):
+        raise ValueError(f"{len(names)} names but {len(keys)} keys")
     counts = Counter(names)
+    if len(counts) == len(names):  # the usual case: nothing shared, and no second pass over a big listing
+        return list(names)
     result = [tagged(n, k, 8) if counts[n] > 1 else n for n, k in zip(names, keys, strict=True)]
+    del counts
     counts = Counter(result)
     if len(counts) < len(result):  # a tag met a plain name or another tag
         result = [tagged(n, k, 40) if counts[r] > 1 else r for n, k, r in zip(names, keys, result, strict=True)]

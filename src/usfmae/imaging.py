@@ -46,6 +46,7 @@ import logging
 import os
 import warnings
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,35 +82,42 @@ def image_relpaths(folder: str | os.PathLike) -> list[str]:
     """
     images: list[str] = []
     others: list[str] = []
-    pending = [""]
-    while pending:
-        rel_dir = pending.pop()
+
+    def children(rel_dir: str) -> Iterator[os.DirEntry]:
         try:
             with os.scandir(os.path.join(folder, rel_dir)) as entries:
                 listed = list(entries)
         except OSError:
+            return iter(())
+        return iter(sorted(listed, key=lambda entry: entry.name))
+
+    # depth first, each folder's entries by name: the order of sorted Paths (part by part) with no
+    # sort key per file, and an explicit stack, not recursion, for however deep a tree is
+    stack = [("", children(""))]
+    while stack:
+        rel_dir, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
             continue
-        for entry in listed:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                if entry.is_dir():
-                    if not entry.is_symlink():
-                        pending.append(rel)
-                    continue
-                if not entry.is_file():  # FIFOs, devices, dangling or looping links
-                    continue
-            except OSError:
+        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        try:
+            if entry.is_dir():
+                if not entry.is_symlink():
+                    stack.append((rel, children(rel)))
                 continue
-            dot = entry.name.rfind(".")
-            if 0 < dot < len(entry.name) - 1 and entry.name[dot:].lower() in IMAGE_SUFFIXES:
-                images.append(rel)
-            elif not any(part.startswith(".") for part in rel.split("/")):  # not locks, temp files
-                others.append(rel)
-    images.sort(key=lambda rel: rel.split("/"))
+            if not entry.is_file():  # FIFOs, devices, dangling or looping links
+                continue
+        except OSError:
+            continue
+        dot = entry.name.rfind(".")
+        if 0 < dot < len(entry.name) - 1 and entry.name[dot:].lower() in IMAGE_SUFFIXES:
+            images.append(rel)
+        elif not any(part.startswith(".") for part in rel.split("/")):  # not locks, temp files
+            others.append(rel)
     if others and images:
         log.warning("%s: %d file(s) that are not images left out (e.g. %s); for DICOM, video and volumes "
-                    "run `usfmae ingest` first and use its manifest", folder, len(others),
-                    min(others, key=lambda rel: rel.split("/")))
+                    "run `usfmae ingest` first and use its manifest", folder, len(others), others[0])
     return images
 
 
