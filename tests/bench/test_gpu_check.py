@@ -65,6 +65,9 @@ def test_smoke_mode_runs_every_check_and_writes_the_lines(tmp_path):
     assert by_name["pretrain_fast_m25"]["gflop_per_image"] > by_name["pretrain_fast_m75"]["gflop_per_image"]
     assert by_name["compile"]["backend"] == "aot_eager" and by_name["ddp_step"]["backend"] == "gloo"
     assert by_name["fused_adamw"]["max_abs_diff_vs_closed_form"] < 1e-6
+    # embed is timed over whole passes for at least min_seconds (one pass at 10k images/s is 0.1 s)
+    embed = by_name["embed"]
+    assert embed["seconds_timed"] >= gpu_check.SMOKE.min_seconds and embed["images"] % (4 * gpu_check.SMOKE.batch) == 0
 
 
 def test_the_absent_packages_really_are_absent(tmp_path):
