@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePath
 from typing import IO, Any
 
+from usfmae.errors import DataError
+
 log = logging.getLogger(__name__)
 
 
@@ -142,8 +144,6 @@ class PathsUnder:
         return os.path.realpath(real) if os.path.islink(real) else real
 
     def __call__(self, relative: str) -> str:
-        from usfmae.errors import DataError
-
         path = str(PurePath(self.base, relative))  # as ``Path(base) / relative`` spells it
         if self.allow_outside:
             return path
@@ -167,8 +167,6 @@ def ensure_output_dir(path: str | os.PathLike, lock: bool = True) -> Path:
     ``lock`` (default) the folder is locked for the rest of the process (:func:`lock_output_dir`):
     a second run into it stops at once instead of mixing its files with this one's.
     """
-    from usfmae.errors import DataError
-
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
@@ -200,8 +198,6 @@ def lock_output_dir(path: str | os.PathLike) -> None:
     import fcntl
     import socket
     import sys
-
-    from usfmae.errors import DataError
 
     key = str(Path(path).resolve())
     if key in _held:

@@ -10,8 +10,9 @@ default threads and at 20 with one. :func:`configure_threads` therefore gives ea
   may run on (``os.sched_getaffinity``: a container's or a SLURM job's share, not the machine's);
 - torch: the same, but counting only the cores other processes leave idle (cores minus the
   cores other processes kept busy since the process started, from ``/proc/stat`` less this
-  process's own CPU time, at least 1; the load average where there is no ``/proc``). torch's OpenMP threads wait for each other at every
-  operation, so one thread that shares its core stalls them all: fine-tuning on the 2-core machine
+  process's own CPU time, at least 1; the load average where there is no ``/proc``). torch's
+  OpenMP threads wait for each other at every operation, so one thread that shares its core
+  stalls them all: fine-tuning on the 2-core machine
   at load 7 ran 5x slower with 2 threads than with 1, while OpenCV's pool lost nothing
   (``bench/threads.py``);
 
