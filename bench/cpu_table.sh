@@ -19,8 +19,8 @@ row() {  # row SCRIPT ARGS...: run bench/SCRIPT, keep its JSON line with the com
 
 row phantom_throughput.py
 row loader_throughput.py
-row ingest_throughput.py
-row ingest_throughput.py --codec mjpeg
+row ingest_throughput.py --rounds 5
+row ingest_throughput.py --codec mjpeg --rounds 5
 row clean_throughput.py --n 8
 for model in mae_vit_micro_patch8_64 mae_vit_tiny_patch8_64; do
     for recipe in paper fast; do

@@ -27,3 +27,4 @@ def test_side_by_side_with_the_same_checkout_writes_the_same_output():
     # 30 source frames at 30 fps sampled at 3 fps: frames 0, 10, 20 of both files
     assert (result["video_frames_sampled"], result["dicom_frames_sampled"]) == (3, 3)
     assert result["video_decode_mode"] == "nonref" and result["video_speedup"] > 0
+    assert len(result["video_out_frames_per_cpu_s_rounds"]) == len(result["baseline_dicom_out_frames_per_cpu_s_rounds"]) == 1
