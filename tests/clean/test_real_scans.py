@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from usfmae.clean.ocr import readable_words, word_boxes
-from usfmae.clean.real_scans import SCANS, read_dicom_rgb, scan_kept, scan_pixels
+from usfmae.clean.real_scans import SCANS, read_dicom_rgb, scan_kept, scan_pixels, screen_left, screen_pixels
 from usfmae.clean.run import remove_annotations
 
 
@@ -25,6 +25,19 @@ def cleaned() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def test_default_method_keeps_the_scan(cleaned, name):
     image, result = cleaned[name]
     assert scan_kept(image, result, scan_pixels(name, image)) >= 0.95
+
+
+# color-pl is a crop whose flat grey screen beside the sector stays in the region (its sides are
+# continued to the frame's edge); every other screen goes entirely.
+SCREEN_LEFT_AT_MOST = {name: 0.01 for name in SCANS} | {"color-pl.dcm": 0.3}
+
+
+@pytest.mark.parametrize("name", list(SCANS))
+def test_default_method_removes_the_screen_around_the_scan(cleaned, name):
+    """Banners, side panels, scale bars and toolbars go: the SonoSite echo's button bar along the
+    bottom (JPEG noise makes it textured, one density window tall) used to be taken for a scan."""
+    image, result = cleaned[name]
+    assert screen_left(image, result, screen_pixels(name, image)) <= SCREEN_LEFT_AT_MOST[name]
 
 
 @pytest.mark.parametrize("name", ["OBXXXX1A.dcm", "US1_J2KI.dcm", "examples_rgb_color.dcm"])
@@ -51,6 +64,26 @@ def test_scan_kept_exact():
     cleaned[0, 1] = 10
     scan = np.array([[True, True, True], [True, False, False]])
     assert scan_kept(original, cleaned, scan) == 0.75
+
+
+def test_screen_left_exact():
+    original = np.zeros((2, 3, 3), np.uint8)
+    original[0] = 100  # three drawn pixels on a black screen
+    cleaned = original.copy()
+    cleaned[0, 0] = 0    # blanked: removed
+    cleaned[0, 1] = 40   # inpainted into a smear: still drawn
+    cleaned[1, 1] = 200  # drawn, but not screen
+    screen = np.array([[True, True, True], [True, False, False]])
+    # left: (0, 1) and (0, 2); (1, 0) stays black (the 2nd percentile is 0: drawn means > 6)
+    assert screen_left(original, cleaned, screen) == 0.5
+    assert screen_left(original, cleaned, np.zeros((2, 3), bool)) == 0.0
+
+
+def test_screen_pixels_leave_out_the_scan_and_its_margin():
+    image = read_dicom_rgb("color3d_jpeg_baseline.dcm")
+    screen = screen_pixels("color3d_jpeg_baseline.dcm", image)
+    assert not screen[200:300, 300:380].any()  # the middle of the sector
+    assert screen[456:478, 100:540].mean() > 0.9  # the button bar along the bottom (rows 454-479)
 
 
 @pytest.mark.parametrize("method", ["usfmae", "paper"])

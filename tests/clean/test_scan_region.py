@@ -11,7 +11,7 @@ import pytest
 
 from usfmae.clean.ocr import readable_words
 from usfmae.clean.run import remove_annotations
-from usfmae.clean.scan_region import detect_scan
+from usfmae.clean.scan_region import _widths_in_frame, detect_scan
 from usfmae.cli import main
 
 
@@ -172,3 +172,15 @@ def test_text_line_just_above_a_small_scan_is_blanked():
     assert result.scan_status == "found"
     assert result.image[:21].max() <= 6
     assert np.mean(result.image[..., 0][rect] == image[rect]) > 0.99
+
+
+def test_component_widths_are_measured_inside_the_frame():
+    """A strip along the frame's edge joined by its mirror image in the padding is as wide as the
+    part inside the frame, not twice that."""
+    pad, h, w = 4, 30, 40
+    labels = np.zeros((h + 2 * pad, w + 2 * pad), np.int32)
+    labels[pad + 5:pad + 16, pad + 5:pad + 30] = 1   # 11 rows inside the frame
+    labels[pad + h - 6:pad + h + 6, pad:pad + w] = 2   # 6 rows inside, 6 mirrored below the frame
+    widths = _widths_in_frame(labels, 3, pad, h, w)
+    # twice the largest distance to a pixel outside: 6 from the middle row of 11, 3 in the strip
+    assert widths.tolist() == [0.0, 12.0, 6.0]

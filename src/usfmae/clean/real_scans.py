@@ -6,6 +6,8 @@ the scan (grey/colour scale bars, frame counters, cursor), in native pixels: :da
 the region's pixels that carry signal count (luma more than 6 levels above the frame's 2nd
 percentile): clipped black inside a sector looks the same whether it was kept or blanked.
 :func:`scan_kept` is the share of those pixels whose luma changed by at most 10 levels.
+:func:`screen_left` scores the other side: what the scanner drew *around* the scan (banners, side
+panels, toolbars, scale bars, logos), the share of it still on the cleaned frame.
 
 Used by ``bench/clean_real_dicom.py`` (the README's table) and by the tests (every scan kept).
 The set is six distinct scans (Philips OB, GE lymph node with power Doppler, Aloka dual view,
@@ -44,8 +46,8 @@ SCANS: dict[str, tuple[list, list]] = {
                              [(246, 30, 340, 64), (570, 30, 640, 64), (74, 54, 116, 94)]),
     "color3d_jpeg_baseline.dcm": ([_ECHO_SONOSITE], _ECHO_SONOSITE_MARKS),
     "examples_ybr_color.dcm": ([_scaled(_ECHO_SONOSITE, 0.5)], _scaled(_ECHO_SONOSITE_MARKS, 0.5)),  # half size
-    "JPGLosslessP14SV1_1s_1f_8b.dcm": ([[(428, 164), (602, 168), (906, 470), (700, 642), (500, 646), (300, 584),
-                                         (158, 456)]], []),
+    "JPGLosslessP14SV1_1s_1f_8b.dcm": ([[(428, 164), (602, 168), (906, 470), (875, 520), (830, 580), (770, 625),
+                                         (700, 642), (500, 646), (300, 584), (158, 456)]], []),
     "color-pl.dcm": ([[(92, 0), (200, 0), (216, 25), (236, 55), (255, 85), (255, 119), (26, 119)]],
                      [(226, 50, 248, 68)]),  # the grey screen left and right of the sector is out
 }
@@ -84,6 +86,49 @@ def scan_pixels(name: str, rgb: np.ndarray) -> np.ndarray:
         region[y0:y1, x0:x1] = 0
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     return (region > 0) & (gray > np.percentile(gray, 2) + 6)
+
+
+SCREEN_MARGIN = 0.03  # screen this close to the hand-drawn scan (fraction of the short side) is not scored
+
+
+def screen_pixels(name: str, rgb: np.ndarray) -> np.ndarray:
+    """What the scanner drew around the scan: pixels that carry signal (as in :func:`scan_pixels`)
+    farther than ``SCREEN_MARGIN`` of the short side from every scan polygon.
+
+    The margin leaves out the scan's blurred rim and the few pixels a hand-drawn polygon misses;
+    the boxes drawn *on* the scan are not screen either (they lie inside the polygons).
+
+    Args:
+        name: a key of :data:`SCANS`.
+        rgb: (H, W, 3) uint8, the file's frame 0.
+
+    Returns:
+        (H, W) bool.
+    """
+    polygons, _ = SCANS[name]
+    region = np.zeros(rgb.shape[:2], np.uint8)
+    for polygon in polygons:
+        cv2.fillPoly(region, [np.array(polygon, np.int32)], 1)
+    k = 2 * round(SCREEN_MARGIN * min(rgb.shape[:2])) + 1
+    near_scan = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return ~near_scan & (gray > np.percentile(gray, 2) + 6)
+
+
+def screen_left(original: np.ndarray, cleaned: np.ndarray, screen: np.ndarray) -> float:
+    """Share of ``screen`` pixels still drawn after cleaning: luma more than 6 levels above the
+    original frame's 2nd percentile, whatever it became (a bar inpainted into a grey smear is still
+    on the screen); 0.0 when there is no screen.
+
+    Args:
+        original, cleaned: (H, W, 3) uint8 RGB at native resolution.
+        screen: (H, W) bool, from :func:`screen_pixels`.
+    """
+    if not screen.any():
+        return 0.0
+    background = np.percentile(cv2.cvtColor(original, cv2.COLOR_RGB2GRAY), 2)
+    drawn = cv2.cvtColor(cleaned, cv2.COLOR_RGB2GRAY) > background + 6
+    return float(np.mean(drawn[screen]))
 
 
 def scan_kept(original: np.ndarray, cleaned: np.ndarray, scan: np.ndarray) -> float:

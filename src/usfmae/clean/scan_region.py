@@ -14,7 +14,7 @@ are ramps along one axis) or thin (text, ticks, outlines). So:
    local contrast is speckle's (a block of compressed text is dense too, but black and white);
 3. an opening with a disc as wide as the window removes text lines, toolbars and icon columns (all
    thinner than a scan); the dense components that survive it (``MIN_AREA`` of the frame or more,
-   several for side-by-side views) are the scan's *body*;
+   several for side-by-side views, and wider than ``MIN_CORE_WIDTH`` windows) are the scan's *body*;
 4. the body grows through weaker speckle next to it (dim wings, smooth colour-flow crops), holes
    (cysts, vessels, cavities) are filled, and a convex part becomes its hull, its sides continued to
    the frame's edge where a cropped capture cuts the scan.
@@ -36,6 +36,7 @@ WINDOW = 0.06          # density window, fraction of the short side
 WEAK = 0.25            # share that continues a scan found with DENSE (hysteresis)
 DENSE = 0.5            # share of textured pixels that makes a window "scan"
 MIN_AREA = 0.01        # smallest scan component, fraction of the frame
+MIN_CORE_WIDTH = 1.35  # a core's widest inscribed disc inside the frame, in windows (toolbars are ~1)
 WHOLE = 0.9            # a scan covering this much of the frame is the whole frame (cropped to the scan)
 MAX_CV = 1.5           # local std / mean above this is strokes on a screen, not speckle
 CORE_CV = 1.0          # ... and above this a core cannot start there (a block of compressed text)
@@ -152,6 +153,31 @@ def _to_frame_edge(hull: np.ndarray, points: np.ndarray, frame: tuple[int, int, 
     return out | hull
 
 
+def _widths_in_frame(labels: np.ndarray, count: int, pad: int, h: int, w: int) -> np.ndarray:
+    """Each labelled component's width: the diameter of the widest disc inside it and inside the frame.
+
+    A toolbar, a row of buttons or an icon strip along the screen's edge is compressed into texture
+    (JPEG noise on its flat face, ringing round its glyphs) and about one window tall, so it survives
+    the opening. The mirrored border makes it look twice as tall (its reflection joins it); inside the
+    frame it stays about one window wide, where every scan core seen so far is 1.7 windows or more.
+
+    Args:
+        labels: (h + 2 pad, w + 2 pad) int32 component labels of the padded working grid.
+        count: number of labels (0 is the background).
+        pad, h, w: the padding and the unpadded size.
+
+    Returns:
+        (count,) float32 widths in working pixels (0 for the background).
+    """
+    inside = labels[pad:pad + h, pad:pad + w]
+    # zero outside the frame: the frame's edge bounds the disc, the mirrored border does not
+    distance = cv2.distanceTransform(np.pad((inside > 0).astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    widest = np.zeros(count, np.float32)
+    np.maximum.at(widest, inside.ravel(), distance.ravel())
+    widest[0] = 0
+    return 2 * widest
+
+
 def detect_scan(gray: np.ndarray) -> ScanRegion:
     """Find the scan region of a frame.
 
@@ -191,7 +217,9 @@ def detect_scan(gray: np.ndarray) -> ScanRegion:
     dense = ((density > DENSE) & (spread < CORE_CV)).astype(np.uint8)
     core = _open_disc(dense, win)
     count, core_labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
-    seeds = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= MIN_AREA * h * w]  # h, w: unpadded
+    width = _widths_in_frame(core_labels, count, pad, h, w)
+    seeds = [i for i in range(1, count)  # h, w: unpadded
+             if stats[i, cv2.CC_STAT_AREA] >= MIN_AREA * h * w and width[i] >= MIN_CORE_WIDTH * win]
     if not seeds:
         return ScanRegion(everything, "unsure", "no scan-sized textured region")
     # The opened cores, not the dense pixels they belong to: a bridge of compressed text thinner
