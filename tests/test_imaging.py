@@ -7,6 +7,7 @@ import os
 import cv2
 import numpy as np
 import pytest
+from fixtures_images import jpeg_file, spoiled_jpeg
 from PIL import Image
 
 from usfmae.errors import DataError
@@ -14,6 +15,7 @@ from usfmae.imaging import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     FitGeometry,
+    decode_pixels,
     encoded_damage,
     fit,
     fit_geometry,
@@ -155,6 +157,28 @@ def test_encoded_damage_passes_intact_files_and_names_a_cut_jpeg():
     assert encoded_damage(jpeg) is None and encoded_damage(jpeg + bytes(100)) is None  # zero padding is fine
     assert encoded_damage(jpeg[:-50]) == "truncated JPEG (no end-of-image marker)"
     assert encoded_damage(b"BM" + bytes(60)) is None  # other formats: their decoder decides
+
+
+@pytest.mark.parametrize("kind", ["420", "422", "444", "411", "progressive", "gray", "pillow", "cmyk"])
+def test_decode_pixels_equals_opencv_on_valid_jpegs(kind):
+    data = jpeg_file(kind)
+    expected = cv2.imdecode(np.frombuffer(data, U8), cv2.IMREAD_UNCHANGED)
+    pixels = decode_pixels(data)
+    assert pixels.dtype == U8 and pixels.shape == expected.shape
+    np.testing.assert_array_equal(pixels, expected)
+
+
+def test_read_image_refuses_corrupt_jpeg_data_in_one_line(tmp_path, capfd):
+    intact, spoiled = spoiled_jpeg()
+    path = tmp_path / "spoiled.jpg"
+    path.write_bytes(spoiled)
+    assert encoded_damage(spoiled) is None  # every marker is still there
+    with pytest.raises(DataError) as info:
+        read_image(path)
+    assert str(info.value) == f"{path}: corrupt JPEG data: premature end of data segment"
+    assert capfd.readouterr().err == ""
+    path.write_bytes(intact)
+    assert read_image(path).shape == (97, 131, 3)
 
 
 def test_read_image_max_pixels(tmp_path):

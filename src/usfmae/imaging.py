@@ -8,9 +8,12 @@ Decoding (:func:`read_image`)
     ``(H, W, C)`` with ``C`` 1 or 3, channels in RGB order. The pixel count is read from the file
     header (Pillow, without decoding) and a file larger than ``max_pixels`` is refused before a
     single pixel is decoded, so a small compressed "decompression bomb" cannot exhaust memory.
-    Pixels are then decoded once with OpenCV; a JPEG without its end-of-image marker (cut off) is
-    refused rather than completed with gray. EXIF orientation is ignored: the stored pixel grid is
-    the image (ultrasound exports do not rotate; a rotated copy would change geometry silently).
+    Pixels are then decoded once (:func:`decode_pixels`): JPEG by libjpeg-turbo in strict mode,
+    everything else by OpenCV. A JPEG cut off (no end-of-image marker) or with corrupt data (a
+    flipped bit: libjpeg would decode blocks of garbage and only print an anonymous "Corrupt JPEG
+    data" line) is refused, as a PNG with a bad checksum is. EXIF orientation is ignored: the stored
+    pixel grid is the image (ultrasound exports do not rotate; a rotated copy would change geometry
+    silently).
 
 Deep data (:func:`to_uint8`)
     Unsigned integers are mapped by their bit depth, not by their content: value ``v`` of a
@@ -52,6 +55,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from usfmae.errors import DataError
@@ -190,6 +194,40 @@ def encoded_damage(data: bytes | np.ndarray) -> str | None:
     return None
 
 
+# turbojpeg's colour spaces that decode to what OpenCV returns (CMYK / YCCK go to OpenCV)
+_JPEG_OUTPUT = {"Gray": "GRAY", "YCbCr": "BGR", "RGB": "BGR"}
+
+
+def decode_pixels(data: bytes | np.ndarray) -> np.ndarray | None:
+    """Decode an encoded image as ``cv2.imdecode(data, cv2.IMREAD_UNCHANGED)`` does: (H, W) gray or
+    (H, W, 3|4) BGR(A) in the file's dtype; None when it cannot be decoded.
+
+    JPEG goes through libjpeg-turbo (``simplejpeg``) in strict mode, the same library and settings
+    as OpenCV's (accurate integer DCT, smooth chroma upsampling: identical pixels, tested), except
+    that data libjpeg could only decode by guessing raises instead. A JPEG whose header turbojpeg
+    cannot read (CMYK, YCCK, unusual sampling) and every other format go to OpenCV.
+
+    Raises:
+        DataError: corrupt JPEG data; the message is the reason only (callers name the file).
+    """
+    view = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+    if view[:2].tobytes() == b"\xff\xd8":
+        try:
+            _, _, colour, _ = simplejpeg.decode_jpeg_header(view)
+        except ValueError:  # not one turbojpeg can size up: OpenCV's lenient reader decides
+            colour = None
+        if colour in _JPEG_OUTPUT:
+            try:
+                pixels = simplejpeg.decode_jpeg(view, colorspace=_JPEG_OUTPUT[colour])
+            except ValueError as exc:  # libjpeg's own words: "Corrupt JPEG data: 40 extraneous bytes ..."
+                reason = str(exc).strip().rstrip(".")
+                prefix = "corrupt jpeg data"
+                raise DataError("corrupt JPEG data" + reason[len(prefix):] if reason.lower().startswith(prefix)
+                                else f"corrupt JPEG data ({reason})") from exc
+            return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+    return cv2.imdecode(view, cv2.IMREAD_UNCHANGED)
+
+
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode one image file to uint8 ``(H, W, C)``, ``C`` in {1, 3}, RGB order (module policy).
 
@@ -220,7 +258,9 @@ def decode_image(data: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXE
     if damage := encoded_damage(buf):
         raise DataError(f"{name}: {damage}")
     try:
-        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        image = decode_pixels(buf)
+    except DataError as exc:
+        raise DataError(f"{name}: {exc}") from exc
     except cv2.error as exc:
         raise DataError(f"{name}: not a readable image ({str(exc).strip().splitlines()[-1]})") from exc
     if image is None or image.size == 0:

@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from fixtures_images import spoiled_jpeg
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -201,6 +202,7 @@ def test_time_sampler_slow_source_keeps_every_frame():
     ("empty.png", b"", "empty file"),
     ("trunc.png", "png_head", "truncated PNG"),
     ("trunc.jpg", "jpg_head", "truncated JPEG"),
+    ("spoiled.jpg", "jpg_spoiled", "corrupt JPEG data: premature end of data segment"),
     ("noise.dcm", b"\x00" * 200, "not a readable DICOM"),
     ("notes.txt", b"hello", "unsupported file type .txt"),
     ("trunc.mp4", "mp4_head", "cannot open video"),
@@ -210,6 +212,8 @@ def test_bad_files_raise_read_error(tmp_path, name, content, message):
         content = cv2.imencode(".png", np.arange(4096, dtype=np.uint8).reshape(64, 64))[1].tobytes()[:100]
     elif content == "jpg_head":
         content = cv2.imencode(".jpg", np.arange(4096, dtype=np.uint8).reshape(64, 64))[1].tobytes()[:300]
+    elif content == "jpg_spoiled":
+        content = spoiled_jpeg()[1]
     elif content == "mp4_head":
         content = write_video(tmp_path / "full.mp4").read_bytes()[:400]
     (tmp_path / name).write_bytes(content)

@@ -60,7 +60,7 @@ from usfmae.curate.video import (  # noqa: F401 (re-exported)
     video_frame_pixels,
 )
 from usfmae.errors import DataError
-from usfmae.imaging import DEFAULT_MAX_PIXELS, encoded_damage, header_pixels
+from usfmae.imaging import DEFAULT_MAX_PIXELS, decode_pixels, encoded_damage, header_pixels
 
 
 def _suffix(path: Path) -> str:
@@ -122,7 +122,10 @@ def read_image(path: Path, group_id: str, scale: str = "bits", max_pixels: int |
         ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
         pages = list(pages) if ok else []
     else:
-        page = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        try:
+            page = decode_pixels(buf)
+        except DataError as exc:
+            raise ReadError(str(exc)) from exc
         pages = [] if page is None else [page]
     if not pages:
         raise ReadError(f"cannot decode {suffix or 'file'} (corrupt or truncated)")
