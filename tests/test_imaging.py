@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 import cv2
 import numpy as np
@@ -131,6 +132,9 @@ def test_read_image_bad_files_raise_one_line(tmp_path, content):
 def _spoil(data: bytes, how: str) -> bytes:
     if how == "cut":
         return data[:200]
+    if how == "tall":  # the header claims 65535 rows, every CRC right (IHDR's recomputed)
+        header = data[12:16] + data[16:20] + (65535).to_bytes(4, "big") + data[24:29]
+        return data[:8] + data[8:12] + header + zlib.crc32(header).to_bytes(4, "big") + data[33:]
     if how == "no_end":
         return data[:-12]  # every chunk whole, IEND missing
     spoiled = bytearray(data)
@@ -140,14 +144,25 @@ def _spoil(data: bytes, how: str) -> bytes:
 
 @pytest.mark.parametrize(("how", "reason"), [("cut", "truncated PNG (chunk IDAT cut off)"),
                                              ("no_end", "truncated PNG (no IEND chunk)"),
-                                             ("flip", "damaged PNG (CRC mismatch in chunk IDAT)")])
+                                             ("flip", "damaged PNG (CRC mismatch in chunk IDAT)"),
+                                             ("tall", "truncated PNG ({} bytes of image data cannot hold 16x65535)")])
 def test_read_image_damaged_png_is_one_reason_and_libpng_stays_quiet(tmp_path, capfd, how, reason):
-    path = _write(tmp_path / "t.png", np.random.default_rng(0).integers(0, 255, (64, 64), dtype=U8))
+    side = 16 if how == "tall" else 64
+    path = _write(tmp_path / "t.png", np.random.default_rng(0).integers(0, 255, (side, side), dtype=U8))
+    idat = path.read_bytes().find(b"IDAT")
+    reason = reason.format(int.from_bytes(path.read_bytes()[idat - 4:idat], "big"))
     path.write_bytes(_spoil(path.read_bytes(), how))
     with pytest.raises(DataError) as info:
         read_image(path)
     assert str(info.value) == f"{path}: {reason}"
     assert capfd.readouterr().err == ""  # libpng prints its errors to fd 2; it never saw this file
+
+
+@pytest.mark.parametrize("shape", [(4096, 4096), (1, 65535), (65535, 1), (2000, 3000, 3)])
+def test_encoded_damage_passes_the_most_compressible_pngs(shape):
+    """All-black images at zlib level 9 come close to deflate's 1032:1 limit and are intact."""
+    data = cv2.imencode(".png", np.zeros(shape, U8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+    assert encoded_damage(data) is None
 
 
 def test_encoded_damage_passes_intact_files_and_names_a_cut_jpeg():

@@ -156,7 +156,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def png_damage(data: bytes | memoryview) -> str | None:
-    """Why a PNG file is damaged (cut off, or a chunk whose CRC-32 does not match), or None when intact.
+    """Why a PNG file is damaged (cut off, a chunk whose CRC-32 does not match, or less image data
+    than its header's size needs), or None when intact.
 
     libpng reports a damaged file by printing ``libpng error: ...`` straight to stderr (a line with
     no file name beside the reject line) before OpenCV returns nothing. Walking the chunks first
@@ -164,6 +165,7 @@ def png_damage(data: bytes | memoryview) -> str | None:
     that names the chunk, and libpng never sees them.
     """
     view, pos = memoryview(data), len(_PNG_SIGNATURE)
+    header, image_data = None, 0
     while pos + 12 <= len(view):
         length = int.from_bytes(view[pos:pos + 4], "big")
         kind = bytes(view[pos + 4:pos + 8]).decode("latin-1")
@@ -172,18 +174,44 @@ def png_damage(data: bytes | memoryview) -> str | None:
             return f"truncated PNG (chunk {kind} cut off)"
         if zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
             return f"damaged PNG (CRC mismatch in chunk {kind})"
-        if kind == "IEND":
-            return None
+        if kind == "IHDR" and length >= 10:
+            header = bytes(view[pos + 8:pos + 18])
+        elif kind == "IDAT":
+            image_data += length
+        elif kind == "IEND":
+            return _png_data_too_short(header, image_data)
         pos = end
     return "truncated PNG (no IEND chunk)"
+
+
+# deflate cannot shrink data more than 1032:1 (a 258-byte match in 2 bits at best)
+_DEFLATE_MAX_RATIO = 1032
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+
+
+def _png_data_too_short(header: bytes | None, image_data: int) -> str | None:
+    """Why a PNG's compressed image data cannot hold the image its header describes, or None.
+
+    A header claiming 1 x 65535 over a few bytes of data passes every CRC; libpng then prints "Not
+    enough image data" on stderr. The pixel bytes alone (filter bytes and interlacing only add
+    to them) need at least ``pixel bytes / 1032`` bytes of deflate data.
+    """
+    if header is None:
+        return None  # OpenCV's reader says it cleanly: no header
+    width, height = int.from_bytes(header[:4], "big"), int.from_bytes(header[4:8], "big")
+    bits, colour = header[8], header[9]
+    pixel_bytes = height * -(-width * _PNG_CHANNELS.get(colour, 1) * bits // 8)
+    if image_data * _DEFLATE_MAX_RATIO < pixel_bytes:
+        return f"truncated PNG ({image_data} bytes of image data cannot hold {width}x{height})"
+    return None
 
 
 def encoded_damage(data: bytes | np.ndarray) -> str | None:
     """Why an encoded image is damaged in a way its decoder would not say cleanly, or None.
 
     A JPEG without its end-of-image marker (libjpeg fills the missing part with gray and only
-    warns) and a cut or bit-flipped PNG (:func:`png_damage`). Every decoder of image files calls this
-    first (``decode_image`` here, ingest's reader).
+    warns) and a cut, bit-flipped or too short PNG (:func:`png_damage`). Every decoder of image
+    files calls this first (``decode_image`` here, ingest's reader).
     """
     view = memoryview(data.data if isinstance(data, np.ndarray) else data)
     head = bytes(view[:8])

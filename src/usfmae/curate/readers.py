@@ -105,8 +105,7 @@ def read_image(path: Path, group_id: str, scale: str = "bits", max_pixels: int |
     if not data:
         raise ReadError("empty file")
     suffix = _suffix(path)
-    if damage := encoded_damage(data):
-        raise ReadError(damage)
+    damage = encoded_damage(data)
     if max_pixels is not None:
         try:
             pixels = header_pixels(data, path.name)
@@ -115,8 +114,12 @@ def read_image(path: Path, group_id: str, scale: str = "bits", max_pixels: int |
                 raise ReadError(f"image header claims more than the limit of {max_pixels} pixels "
                                 "(see --max-pixels)") from exc
             # Pillow cannot parse the header: OpenCV would not decode it either
-            raise ReadError(f"cannot decode {suffix or 'file'} (corrupt or truncated header)") from exc
+            raise ReadError(damage or f"cannot decode {suffix or 'file'} (corrupt or truncated header)") from exc
+        # a header claiming 30000x30000 over a few bytes of data is both too large and too short:
+        # to the user it is a decompression bomb (see --max-pixels), so the limit speaks first
         _check_pixels(pixels, max_pixels)
+    if damage:
+        raise ReadError(damage)
     buf = np.frombuffer(data, np.uint8)
     if suffix in (".tif", ".tiff"):
         ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
