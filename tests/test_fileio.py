@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,16 @@ def test_reject_log_records_file_and_reason(tmp_path, caplog) -> None:
     assert rejects.count == 1
     assert rejects.read() == [{"file": "a.png", "reason": "truncated PNG", "stage": "ingest"}]
     assert "skipped a.png: truncated PNG" in caplog.text
+
+
+@pytest.mark.parametrize("file", ["corpus/a.png", Path("corpus/a.png")])
+def test_reject_log_names_the_file_once(tmp_path, caplog, file) -> None:
+    """DataError messages start with the file's name; the skip line and the row name it once."""
+    rejects = RejectLog(tmp_path / "rejects.jsonl")
+    rejects.reject(file, "corpus/a.png: empty file")
+    rejects.reject(file, "header of corpus/a.png: bad")  # the name elsewhere in a reason stays
+    assert [r["reason"] for r in rejects.read()] == ["empty file", "header of corpus/a.png: bad"]
+    assert "skipped corpus/a.png: empty file" in caplog.text
 
 
 def test_ensure_output_dir_reports_a_file_in_the_way(tmp_path) -> None:

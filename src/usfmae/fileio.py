@@ -376,8 +376,13 @@ class RejectLog:
         self._log = logger or log
 
     def reject(self, file: str | os.PathLike, reason: str, **extra: Any) -> None:
-        """Record that ``file`` was skipped because of ``reason`` (one short sentence)."""
+        """Record that ``file`` was skipped because of ``reason`` (one short sentence).
+
+        A reason that starts with the file's name (a :class:`usfmae.errors.DataError` names its
+        file) loses that prefix: the line says ``skipped FILE: reason`` once, not ``FILE: FILE: ...``.
+        """
         self.count += 1
+        reason = reason.removeprefix(f"{os.fspath(file)}: ")
         shown = printable_name(file)  # a name with undecodable bytes would break the log and the JSON
         self._log.warning("skipped %s: %s", shown, reason)
         append_jsonl(self.path, {"file": shown, "reason": reason, **extra})
