@@ -55,10 +55,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from usfmae.errors import DataError
+
+try:  # strict JPEG decoding; without it (the GPU check's machine image) OpenCV decodes JPEG leniently
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is a declared dependency
+    simplejpeg = None
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff")
 FIT_POLICIES = ("pad", "stretch")
@@ -239,7 +243,7 @@ def decode_pixels(data: bytes | np.ndarray) -> np.ndarray | None:
         DataError: corrupt JPEG data; the message is the reason only (callers name the file).
     """
     view = data if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
-    if view[:2].tobytes() == b"\xff\xd8":
+    if simplejpeg is not None and view[:2].tobytes() == b"\xff\xd8":
         try:
             _, _, colour, _ = simplejpeg.decode_jpeg_header(view)
         except ValueError:  # not one turbojpeg can size up: OpenCV's lenient reader decides

