@@ -200,6 +200,29 @@ def configure_threads(threads: int | None, workers: int) -> int:
     return torch_count
 
 
+# ------------------------------------------------------------------------------- DataLoader workers
+def worker_start_method(num_workers: int) -> str | None:
+    """How DataLoader worker processes start: ``"forkserver"`` on Linux, None (torch's default)
+    elsewhere or without workers; pass it as ``multiprocessing_context``.
+
+    Not fork: a forked child inherits OpenCV's thread pool in whatever state the parent's threads
+    left it and can deadlock on its first OpenCV call (seen when the parent had written or
+    generated images first), and Python 3.12 warns that forking a process with threads (torch's)
+    may deadlock. The dataset and collate function travel pickled, so they live in modules.
+    """
+    return "forkserver" if num_workers > 0 and sys.platform.startswith("linux") else None
+
+
+def init_worker_threads(_worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: one torch and one OpenCV thread in each worker, which are the
+    parallelism; threads inside each would only fight over the same cores."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
 # ----------------------------------------------------------------------------------------- progress
 _quiet_bars = [False]  # set by the CLI when stderr is not a terminal
 

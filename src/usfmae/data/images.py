@@ -22,7 +22,7 @@ from usfmae.contract import imagenet_contract, prepare
 from usfmae.errors import DataError
 from usfmae.fileio import RejectLog
 from usfmae.imaging import DEFAULT_MAX_PIXELS, image_files
-from usfmae.runtime import progress_bar
+from usfmae.runtime import init_worker_threads, progress_bar, worker_start_method
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def iter_image_batches(paths: Sequence[str | Path], img_size: int, in_chans: int
     """
     files = ImageFiles(paths, img_size, in_chans, fit, max_pixels)
     loader = DataLoader(files, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_skip)
+                        collate_fn=collate_skip, worker_init_fn=init_worker_threads,
+                        multiprocessing_context=worker_start_method(num_workers))
     bar = None
     if progress:
         bar = progress_bar(total=len(files), unit="img", desc="images")

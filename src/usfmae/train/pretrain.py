@@ -25,14 +25,12 @@ import json
 import logging
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -51,7 +49,7 @@ from usfmae.models.checkpoint import checkpoint_metadata, load_mae_weights, read
 from usfmae.models.mae import MaskedAutoencoderViT
 from usfmae.models.registry import create_model, list_models
 from usfmae.models.serialize import save_checkpoint
-from usfmae.runtime import configure_threads, progress_bar
+from usfmae.runtime import configure_threads, init_worker_threads, progress_bar, worker_start_method
 from usfmae.train import engine
 from usfmae.train.distributed import DistInfo, barrier, cleanup, init_from_env
 from usfmae.train.schedule import effective_lr, lr_at, param_groups, warmup_steps_for
@@ -145,12 +143,6 @@ class _AugmentedView(Dataset):
         return T.augment_image(self.base[index], generator, self.aug, self.mean, self.std)
 
 
-def _worker_init(_: int) -> None:
-    # Workers are the parallelism; threads inside each would only fight over the same cores.
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-
-
 def paper_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dist: DistInfo) -> DataPipeline:
     """The reference's recipe: per-image decode + augmentation on the CPU in DataLoader workers."""
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rank=dist.rank, world_size=dist.world_size,
@@ -164,12 +156,10 @@ def paper_pipeline(cfg: PretrainConfig, dataset: Dataset, data_config: dict, dis
         # their dataset copies (and the phantom cache) from one epoch to the next.
         sampler.set_epoch(epoch, start_step)
         if not loader:
-            # forkserver, not fork: OpenCV's thread pool in a forked child can deadlock when the
-            # parent has used it (e.g. to write or generate images) before the workers start.
-            context = "forkserver" if cfg.num_workers > 0 and sys.platform.startswith("linux") else None
             loader.append(DataLoader(view, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                     worker_init_fn=_worker_init, persistent_workers=cfg.num_workers > 0,
-                                     multiprocessing_context=context, pin_memory=dist.device.type == "cuda"))
+                                     worker_init_fn=init_worker_threads, persistent_workers=cfg.num_workers > 0,
+                                     multiprocessing_context=worker_start_method(cfg.num_workers),
+                                     pin_memory=dist.device.type == "cuda"))
         return loader[0]
 
     return DataPipeline(sampler.steps_per_epoch, batches, lambda x, step, micro: x.float())
