@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import cv2
@@ -46,6 +47,23 @@ def test_saved_segmenter_reproduces_the_test_masks(segmenter: dict, tmp_path: Pa
         assert cv2.imread(row["overlay"]).shape == (64, 64, 3)
     rejects = read_rejects(tmp_path / "out" / "rejects.jsonl")
     assert [Path(r["file"]).name for r in rejects] == ["broken.png"]
+
+
+def test_a_name_that_is_not_utf8_is_one_reject_and_the_rest_is_written(segmenter: dict, tmp_path: Path,
+                                                                         capsys) -> None:
+    """predictions.csv is UTF-8; such a name once crashed the whole run at the end (a traceback,
+    every prediction lost)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = Path(segmenter["predictions"]["id"][0])
+    (folder / "good.png").write_bytes(source.read_bytes())
+    bad = os.fsdecode(os.fsencode(folder) + b"/\xff\xfe_latin1.png")
+    Path(bad).write_bytes(source.read_bytes())
+    code = cli.main(["predict", segmenter["training"]["model"], str(folder), "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    assert [Path(r["source"]).name for r in _rows(tmp_path / "out" / "predictions.csv")] == ["good.png"]
+    (reject,) = read_rejects(tmp_path / "out" / "rejects.jsonl")
+    assert reject["reason"] == "file name is not valid UTF-8 (rename the file)"
 
 
 def read_rejects(path: Path) -> list[dict]:

@@ -34,7 +34,7 @@ from usfmae.contract import normalise, prepare
 from usfmae.errors import ConfigError, DataError
 from usfmae.eval import explain as explain_lib
 from usfmae.eval.seg_report import overlay
-from usfmae.fileio import RejectLog, atomic_open, atomic_path, ensure_output_dir, unique_names
+from usfmae.fileio import RejectLog, atomic_open, atomic_path, ensure_output_dir, is_utf8, unique_names
 from usfmae.imaging import IMAGE_SUFFIXES, fit_geometry, read_image, unfit
 from usfmae.models.encoder import pick_device
 from usfmae.models.saved import load_task_model
@@ -103,6 +103,9 @@ def iter_frames(files: list[Path], fps: float, rejects: RejectLog) -> Iterator[t
     from usfmae.curate.readers import ReadError, read_frames
 
     for path in files:
+        if not is_utf8(path):  # predictions.csv is UTF-8: the row could not name this file
+            rejects.reject(path, "file name is not valid UTF-8 (rename the file)")
+            continue
         try:
             if _is_dicom(path):
                 for frame in read_frames(path, fps=fps):
