@@ -136,3 +136,26 @@ def test_hamming_index_matches_brute_force(threshold):
     for q, code in enumerate(queries):
         expected = [(int(s), int(dist[q, s])) for s in np.flatnonzero(dist[q] <= threshold)]
         assert index.query(code) == expected
+
+
+def test_unreadable_links_and_non_utf8_names_are_rejects_not_the_end_of_the_audit(tmp_path, capsys):
+    """Both once ended `usfmae audit` with exit 2 ("No such file or directory") or would have
+    crashed writing pairs.csv; ingest already rejected them."""
+    import os
+
+    from usfmae.fileio import RejectLog
+
+    folder = tmp_path / "eval" / "set"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "good.png"), texture(0))
+    (folder / "dangling.png").symlink_to(folder / "gone.png")
+    with open(os.fsencode(folder) + b"/\xff\xfe.png", "wb") as handle:
+        handle.write((folder / "good.png").read_bytes())
+    rejects = RejectLog(tmp_path / "rejects.jsonl")
+    table = hash_folder(tmp_path / "eval", rejects=rejects)
+    assert table["path"].tolist() == ["set/good.png"]
+    assert sorted(r["reason"] for r in rejects.read()) == [
+        "cannot read file (No such file or directory)", "file name is not valid UTF-8 (rename the file)"]
+    assert main(["audit", "--pretrain", str(tmp_path / "eval"), "--eval", str(tmp_path / "eval"),
+                 "--out", str(tmp_path / "audit")]) == 0
+    assert "1 of 1 evaluation frames overlap" in capsys.readouterr().out

@@ -27,7 +27,7 @@ from usfmae.curate.hashing import HammingIndex, phash, phash_from_int64, phash_t
 from usfmae.curate.ingest import _frame_id, frame_stem, frame_stems, list_files, source_of
 from usfmae.curate.readers import detect_kind, read_frames
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, atomic_path, write_json
+from usfmae.fileio import RejectLog, atomic_path, is_utf8, write_json
 
 HASH_COLUMNS = ["id", "source", "path", "pixel_hash", "phash"]
 PAIR_COLUMNS = ["eval_id", "eval_source", "eval_path", "pretrain_id", "pretrain_source", "pretrain_path",
@@ -39,25 +39,36 @@ def hash_folder(folder: str | Path, fps: float = 3.0, axis: int = 2, rejects: Re
     """Hash every frame of every readable file under ``folder`` (columns :data:`HASH_COLUMNS`).
 
     The source is the first sub-folder (or the folder's own name for files directly inside it).
-    Unreadable files are skipped and recorded in ``rejects``.
+    Unreadable files are skipped and recorded in ``rejects``, with ingest's rules: a file that
+    vanished or cannot be opened (a dangling link) and a name that is not UTF-8 (the pairs tables
+    are UTF-8 text) are rejects too, never the end of the audit.
     """
     folder = Path(folder)
     rows = []
     listing = list_files(folder)
     stems = frame_stems(listing)  # the ids ingest would give these files
+
+    def reject(file: Path, reason: str) -> None:
+        if rejects is not None:
+            rejects.reject(file, reason)
+
     for rel_path in listing:
         rel, file = Path(rel_path), folder / rel_path
-        if detect_kind(file) in (None, "companion"):
+        if not is_utf8(rel_path):
+            reject(file, "file name is not valid UTF-8 (rename the file)")
             continue
         try:
+            if detect_kind(file) in (None, "companion"):
+                continue
             for frame in read_frames(file, fps=fps, axis=axis):
                 rows.append({"id": _frame_id(stems.get(rel_path) or frame_stem(rel_path), frame.index),
                              "source": source_of(rel, folder),
                              "path": rel_path, "pixel_hash": pixel_hash(frame.pixels),
                              "phash": phash_to_int64(phash(frame.pixels))})
         except DataError as exc:
-            if rejects is not None:
-                rejects.reject(file, str(exc))
+            reject(file, str(exc))
+        except OSError as exc:  # vanished, unreadable or a dangling link since the folder was listed
+            reject(file, f"cannot read file ({exc.strerror or exc.__class__.__name__})")
     return pd.DataFrame(rows, columns=HASH_COLUMNS)
 
 
