@@ -50,6 +50,7 @@ CASES = [
     ("phantom", "--n -1 --out {out}/ph1"),
     ("embed", "{images} --out {out}/e1.parquet --model vit_tiny_patch16_224 --batch-size 0"),
     ("reconstruct", "{images} --weights {junk} --out {out}/r.png --max-images zero"),
+    ("reconstruct", "{images} --weights {junk} --out {out}/r_folder"),  # a folder, as other verbs' --out
     # missing inputs
     ("clean", "{missing} --out {out}/c3"),
     ("ingest", "{missing} --out {out}/i2"),

@@ -45,6 +45,8 @@ class ReconstructConfig:
         check(self.mask_ratio is None or 0.0 <= self.mask_ratio < 1.0,
               f"--mask-ratio must be in [0, 1), got {self.mask_ratio}")
         check(self.max_images >= 1, f"--max-images must be positive, got {self.max_images}")
+        # unlike other verbs' --out (a folder), this one is the figure itself
+        check(Path(self.out).suffix.lower() == ".png", f"--out is the PNG to write (e.g. recon.png), got {self.out!r}")
         check(self.in_chans in (None, 1, 3), f"--in-chans must be 1 or 3, got {self.in_chans}")
         check(self.fit in (None, "pad", "stretch"), f"--fit must be pad or stretch, got {self.fit!r}")
 
