@@ -16,9 +16,11 @@ Each verb then runs once on the whole folder as a user would (``usfmae VERB FOLD
 fresh process, a timeout), and again to check that a rerun succeeds. Per verb it reports the exit
 codes, whether a traceback or signal appeared, the seconds, and ``survived``: of the inputs the verb
 reads (ingest: every file; clean, pack and embed: files with an image suffix, the others being
-ingest's job), how many are accounted for, i.e. written to the output or named in the rejects
-file with a reason, in runs that both ended with exit 0. When a verb crashes or hangs, halving
-the inputs names the culprits.
+ingest's job; audit and predict: image and DICOM files), how many are accounted for, i.e. written
+to the output or named in the rejects file with a reason, in runs that both ended with exit 0.
+``audit`` compares the folder with itself; ``predict`` applies a tiny classifier fine-tuned here
+on phantom images first (about 20 s). When a verb crashes or hangs, halving the inputs names the
+culprits.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ import numpy as np
 from usfmae.fileio import printable_name
 from usfmae.imaging import IMAGE_SUFFIXES
 
-STAGES = ("ingest", "clean", "pack", "embed")
+DICOM_SUFFIXES = (".dcm", ".dicom")  # the suffixes predict (and, with sniffing, audit) reads as DICOM
+
+STAGES = ("ingest", "clean", "pack", "embed", "audit", "predict")
 TRUNCATE_AT = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 FLIPS = 12  # seeded single-region corruptions per base file
 DICOMS = ("OBXXXX1A.dcm", "US1_UNCR.dcm", "gdcm-US-ALOKA-16.dcm")
@@ -215,8 +219,24 @@ def make_corpus(root: Path, seed: int = 0) -> list[str]:
 # Running the verbs
 
 
-def verb_command(stage: str, source: Path, out: Path) -> list[str]:
+def saved_classifier(work: Path) -> Path:
+    """A tiny saved classifier for ``predict``: one fold, one epoch of the micro ViT on 16 phantom images."""
     cli = [sys.executable, "-m", "usfmae.cli", "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    phantom, run = work / "classifier_data", work / "classifier"
+    for command in (["phantom", "--n", "16", "--size", "64", "--out", str(phantom)],
+                    ["finetune", "--data", f"phantom:{phantom}", "--out", str(run), "--model", "mae_vit_micro_patch8_64",
+                     "--epochs", "1", "--batch-size", "8", "--split", "kfold", "--k", "2", "--folds", "0"]):
+        subprocess.run([*cli, *command], check=True, capture_output=True, timeout=TIMEOUT_S, env=env)
+    return next(run.glob("*/model"))
+
+
+def verb_command(stage: str, source: Path, out: Path, model: Path | None = None) -> list[str]:
+    cli = [sys.executable, "-m", "usfmae.cli", "--threads", "1"]
+    if stage == "audit":
+        return [*cli, "audit", "--pretrain", str(source), "--eval", str(source), "--out", str(out)]
+    if stage == "predict":
+        return [*cli, "predict", str(model), str(source), "--out", str(out)]
     if stage == "ingest":
         return [*cli, "ingest", str(source), "--out", str(out), "--workers", "1", "--no-progress"]
     if stage == "clean":
@@ -226,10 +246,10 @@ def verb_command(stage: str, source: Path, out: Path) -> list[str]:
     return [*cli, "embed", str(source), "--out", str(out / "features.parquet"), "--model", "mae_vit_micro_patch8_64"]
 
 
-def run_verb(stage: str, source: Path, out: Path) -> dict:
+def run_verb(stage: str, source: Path, out: Path, model: Path | None = None) -> dict:
     start = time.perf_counter()
     try:
-        done = subprocess.run(verb_command(stage, source, out), capture_output=True, timeout=TIMEOUT_S,
+        done = subprocess.run(verb_command(stage, source, out, model), capture_output=True, timeout=TIMEOUT_S,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
         code, err = done.returncode, done.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired as exc:
@@ -242,16 +262,23 @@ def accounted(stage: str, out: Path) -> set[str]:
     """Input names (as the product prints them: ``\\xNN`` for undecodable bytes) the stage wrote or rejected.
 
     Ingest and clean name the source file in their manifest, embed in its features' ``path`` column,
-    pack by its id (the relative path without suffix); every stage names rejected files in its
-    rejects file.
+    pack by its id (the relative path without suffix), audit in its pairs' ``eval_path`` (the folder
+    is compared with itself, so every readable file pairs with itself), predict in its CSV's
+    ``source``; every stage names rejected files in its rejects file.
     """
+    import csv
+
     import pyarrow.parquet as pq
 
     written = {"ingest": ("manifest.parquet", "source_path"), "clean": ("manifest.parquet", "source"),
-               "pack": ("index.parquet", "id"), "embed": ("features.parquet", "path")}[stage]
+               "pack": ("index.parquet", "id"), "embed": ("features.parquet", "path"),
+               "audit": ("pairs.parquet", "eval_path"), "predict": ("predictions.csv", "source")}[stage]
     names: set[str] = set()
     table_path = out / written[0]
-    if table_path.is_file():
+    if table_path.suffix == ".csv" and table_path.is_file():
+        with open(table_path, newline="", encoding="utf-8") as handle:
+            names |= {os.path.basename(row[written[1]]) for row in csv.DictReader(handle)}
+    elif table_path.is_file():
         table = pq.read_table(table_path)
         column = written[1] if written[1] in table.column_names else "path"
         names |= {os.path.basename(str(v)) for v in table.column(column).to_pylist()}
@@ -270,11 +297,16 @@ def _shown(name: str) -> str:
 
 
 def in_scope(stage: str, name: str) -> bool:
-    """Ingest reads every file (it sniffs DICOM without a suffix); the others read image files."""
-    return stage == "ingest" or os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    """Ingest reads every file (it sniffs DICOM without a suffix); audit and predict image and DICOM
+    files (audit also videos and volumes, left out of the count); the others image files."""
+    suffix = os.path.splitext(name)[1].lower()
+    if stage in ("audit", "predict"):
+        return suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES
+    return stage == "ingest" or suffix in IMAGE_SUFFIXES
 
 
-def culprits(stage: str, root: Path, names: list[str], work: Path, most: int = 5) -> list[dict]:
+def culprits(stage: str, root: Path, names: list[str], work: Path, most: int = 5,
+             model: Path | None = None) -> list[dict]:
     """The regular inputs that make ``stage`` crash or hang, found by halving (up to ``most``)."""
     runs = [0]
 
@@ -284,7 +316,7 @@ def culprits(stage: str, root: Path, names: list[str], work: Path, most: int = 5
         folder.mkdir(parents=True)
         for name in subset:
             shutil.copyfile(root / name, folder / os.path.basename(name))
-        result = run_verb(stage, folder, work / f"subset_{runs[0]}_out")
+        result = run_verb(stage, folder, work / f"subset_{runs[0]}_out", model)
         return result if result["code"] not in (0, 2) or result["traceback"] else None
 
     found: list[dict] = []
@@ -316,10 +348,12 @@ def main() -> None:
     names = make_corpus(root, args.seed)
     regular = [n for n in names if (root / n).is_file() and not (root / n).is_symlink()]
     report: dict = {"bench": "hostile_inputs", "inputs": len(names), "stages": {}}
-    for stage in args.stages.split(","):
+    stages = args.stages.split(",")
+    model = saved_classifier(work) if "predict" in stages else None
+    for stage in stages:
         out = work / f"out_{stage}"
-        first = run_verb(stage, root, out)
-        again = run_verb(stage, root, out)
+        first = run_verb(stage, root, out, model)
+        again = run_verb(stage, root, out, model)
         seen = accounted(stage, out)
         scope = [n for n in regular if in_scope(stage, n)]
         missing = [n for n in scope if _shown(n) not in seen
@@ -328,7 +362,7 @@ def main() -> None:
         entry = {"first": first, "rerun": again, "inputs_in_scope": len(scope),
                  "survived": len(scope) - len(missing) if ok else 0, "missing": missing[:20]}
         if not ok:
-            entry["culprits"] = culprits(stage, root, regular, work / f"bisect_{stage}")
+            entry["culprits"] = culprits(stage, root, regular, work / f"bisect_{stage}", model=model)
         report["stages"][stage] = entry
     print(json.dumps(report))
     if not args.keep:
