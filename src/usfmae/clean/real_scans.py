@@ -68,6 +68,20 @@ def read_dicom_rgb(name: str) -> np.ndarray:
     return as_rgb(frame.pixels)
 
 
+def _polygons(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W) uint8 0/1: the file's hand-drawn scan polygons filled (the boxes on them not cut out)."""
+    region = np.zeros(shape[:2], np.uint8)
+    for polygon in SCANS[name][0]:
+        cv2.fillPoly(region, [np.array(polygon, np.int32)], 1)
+    return region
+
+
+def _signal(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels whose luma is more than 6 levels above the frame's 2nd percentile."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return gray > np.percentile(gray, 2) + 6
+
+
 def scan_pixels(name: str, rgb: np.ndarray) -> np.ndarray:
     """The hand-drawn scan region's pixels that carry signal (see the module docstring).
 
@@ -78,14 +92,10 @@ def scan_pixels(name: str, rgb: np.ndarray) -> np.ndarray:
     Returns:
         (H, W) bool.
     """
-    polygons, marks = SCANS[name]
-    region = np.zeros(rgb.shape[:2], np.uint8)
-    for polygon in polygons:
-        cv2.fillPoly(region, [np.array(polygon, np.int32)], 1)
-    for x0, y0, x1, y1 in marks:
+    region = _polygons(name, rgb.shape)
+    for x0, y0, x1, y1 in SCANS[name][1]:
         region[y0:y1, x0:x1] = 0
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    return (region > 0) & (gray > np.percentile(gray, 2) + 6)
+    return (region > 0) & _signal(rgb)
 
 
 SCREEN_MARGIN = 0.03  # screen this close to the hand-drawn scan (fraction of the short side) is not scored
@@ -105,14 +115,9 @@ def screen_pixels(name: str, rgb: np.ndarray) -> np.ndarray:
     Returns:
         (H, W) bool.
     """
-    polygons, _ = SCANS[name]
-    region = np.zeros(rgb.shape[:2], np.uint8)
-    for polygon in polygons:
-        cv2.fillPoly(region, [np.array(polygon, np.int32)], 1)
     k = 2 * round(SCREEN_MARGIN * min(rgb.shape[:2])) + 1
-    near_scan = cv2.dilate(region, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    return ~near_scan & (gray > np.percentile(gray, 2) + 6)
+    near_scan = cv2.dilate(_polygons(name, rgb.shape), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))) > 0
+    return ~near_scan & _signal(rgb)
 
 
 def screen_left(original: np.ndarray, cleaned: np.ndarray, screen: np.ndarray) -> float:
