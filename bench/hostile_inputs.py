@@ -40,10 +40,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from usfmae.curate.frames import DICOM_SUFFIXES
 from usfmae.fileio import printable_name
 from usfmae.imaging import IMAGE_SUFFIXES
-
-DICOM_SUFFIXES = (".dcm", ".dicom")  # the suffixes predict (and, with sniffing, audit) reads as DICOM
 
 STAGES = ("ingest", "clean", "pack", "embed", "audit", "predict")
 TRUNCATE_AT = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)

@@ -27,6 +27,9 @@ from usfmae.errors import DataError
 
 log = logging.getLogger(__name__)
 
+# the reject reason for such a name, the same in every stage (manifests, CSVs and ids are UTF-8 text)
+NOT_UTF8_REASON = "file name is not valid UTF-8 (rename the file)"
+
 
 def is_utf8(name: str | os.PathLike) -> bool:
     """True when a (file) name is valid UTF-8, i.e. holds no undecodable bytes (surrogate escapes)."""

@@ -21,7 +21,15 @@ from pathlib import Path, PurePosixPath
 
 from usfmae.curate.frames import DICOM_SUFFIXES, VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from usfmae.errors import DataError
-from usfmae.fileio import PathsUnder, fit_name, is_utf8, printable_name, unique_names, unsafe_id
+from usfmae.fileio import (
+    NOT_UTF8_REASON,
+    PathsUnder,
+    fit_name,
+    is_utf8,
+    printable_name,
+    unique_names,
+    unsafe_id,
+)
 from usfmae.imaging import image_relpaths
 
 Item = tuple[str, str]  # (id, file path)
@@ -54,7 +62,7 @@ def _folder_inputs(source: Path) -> tuple[list[Item], list[Reject]]:
         path = os.path.join(root, rel)
         if not is_utf8(rel):
             rejects.append({"id": printable_name(item_id), "file": printable_name(path),
-                            "reason": "file name is not valid UTF-8 (rename the file)"})
+                            "reason": NOT_UTF8_REASON})
             continue
         items.append((item_id, path))
     return items, rejects

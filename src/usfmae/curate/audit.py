@@ -27,7 +27,7 @@ from usfmae.curate.hashing import HammingIndex, phash, phash_from_int64, phash_t
 from usfmae.curate.ingest import _frame_id, frame_stem, frame_stems, list_files, source_of
 from usfmae.curate.readers import detect_kind, read_frames
 from usfmae.errors import DataError
-from usfmae.fileio import RejectLog, atomic_path, is_utf8, write_json
+from usfmae.fileio import NOT_UTF8_REASON, RejectLog, atomic_path, is_utf8, write_json
 
 HASH_COLUMNS = ["id", "source", "path", "pixel_hash", "phash"]
 PAIR_COLUMNS = ["eval_id", "eval_source", "eval_path", "pretrain_id", "pretrain_source", "pretrain_path",
@@ -55,7 +55,7 @@ def hash_folder(folder: str | Path, fps: float = 3.0, axis: int = 2, rejects: Re
     for rel_path in listing:
         rel, file = Path(rel_path), folder / rel_path
         if not is_utf8(rel_path):
-            reject(file, "file name is not valid UTF-8 (rename the file)")
+            reject(file, NOT_UTF8_REASON)
             continue
         try:
             if detect_kind(file) in (None, "companion"):

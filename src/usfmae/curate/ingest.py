@@ -59,6 +59,7 @@ from usfmae.curate.readers import SCALES, detect_kind, read_frames
 from usfmae.curate.shard import in_shard, parse_shard
 from usfmae.errors import DataError
 from usfmae.fileio import (
+    NOT_UTF8_REASON,
     RejectLog,
     append_jsonl,
     end_with_parent,
@@ -197,7 +198,7 @@ def process_file(root: str, rel_path: str, out: str, cfg: IngestConfig, stem: st
             size, mtime = -1, -1
         return {"path": rel_path, "size": size, "mtime_ns": mtime, "recipe": cfg.recipe(), **extra,
                 "rows": [_row(shown, Path(root), None, id=stem + "_rejected", frame_index=-1,
-                              status="rejected", reason="file name is not valid UTF-8 (rename the file)")]}
+                              status="rejected", reason=NOT_UTF8_REASON)]}
     try:
         stat = file.stat()
     except OSError as exc:  # vanished or unreadable since the folder was listed: retried next run

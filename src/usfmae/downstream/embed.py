@@ -29,7 +29,7 @@ from usfmae.data import labelled
 from usfmae.data.images import iter_image_batches, list_images
 from usfmae.downstream.features import FeatureWriter, iter_feature_rows, read_metadata
 from usfmae.errors import ConfigError, DataError, UsfmaeError
-from usfmae.fileio import RejectLog, atomic_open, is_utf8, printable_name
+from usfmae.fileio import NOT_UTF8_REASON, RejectLog, atomic_open, is_utf8, printable_name
 from usfmae.imaging import DEFAULT_MAX_PIXELS
 from usfmae.models.encoder import PooledEncoder, forward_pooled, load_encoder, pick_device
 from usfmae.runtime import configure_threads, progress_bar
@@ -219,7 +219,7 @@ def embed(source: str | Path, out: str | Path, weights: str | Path | None = None
         # a name with undecodable bytes cannot be stored in the features' path column (UTF-8)
         for i in chosen:
             if not is_utf8(keys[i][1]):
-                rejects.reject(keys[i][1], "file name is not valid UTF-8 (rename the file)")
+                rejects.reject(keys[i][1], NOT_UTF8_REASON)
         chosen = np.array([i for i in chosen if is_utf8(keys[i][1])], dtype=np.int64)
         paths = [Path(keys[i][1]) for i in chosen]
         local = iter_features_from_files(model, paths, contract, pool, batch_size, device, num_workers,

@@ -31,18 +31,25 @@ import torch
 
 from usfmae.config import check, opt
 from usfmae.contract import normalise, prepare
+from usfmae.curate.frames import DICOM_SUFFIXES
 from usfmae.errors import ConfigError, DataError
 from usfmae.eval import explain as explain_lib
 from usfmae.eval.seg_report import overlay
-from usfmae.fileio import RejectLog, atomic_open, atomic_path, ensure_output_dir, is_utf8, unique_names
+from usfmae.fileio import (
+    NOT_UTF8_REASON,
+    RejectLog,
+    atomic_open,
+    atomic_path,
+    ensure_output_dir,
+    is_utf8,
+    unique_names,
+)
 from usfmae.imaging import IMAGE_SUFFIXES, fit_geometry, read_image, unfit
 from usfmae.models.encoder import pick_device
 from usfmae.models.saved import load_task_model
 from usfmae.train import engine
 
 log = logging.getLogger(__name__)
-
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 @dataclass
@@ -104,7 +111,7 @@ def iter_frames(files: list[Path], fps: float, rejects: RejectLog) -> Iterator[t
 
     for path in files:
         if not is_utf8(path):  # predictions.csv is UTF-8: the row could not name this file
-            rejects.reject(path, "file name is not valid UTF-8 (rename the file)")
+            rejects.reject(path, NOT_UTF8_REASON)
             continue
         try:
             if _is_dicom(path):
